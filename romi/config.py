@@ -1,0 +1,323 @@
+"""Typed, frozen, validated configuration: every number of the spec is a default here.
+
+A run is described by one `RunConfig`. `build_run_config` layers, in order: the spec defaults
+below, the task's paper profile (spec §3), the `quick` profile when asked, and the user's
+`key=value` overrides (dotted paths, e.g. `bcq.batch_size=256`). Unknown keys and bad values fail
+before anything runs, naming the key and the allowed choices. The resolved config is saved next to
+every checkpoint and result, so a number can always be traced to the settings that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from romi.data.tasks import get_task
+from romi.errors import ConfigError
+
+Direction = Literal["reverse", "forward"]
+Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
+Profile = Literal["paper", "quick"]
+METHODS: tuple[str, ...] = ("BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class DynamicsConfig(_Frozen):
+    """Probabilistic ensemble dynamics model (spec §1)."""
+
+    ensemble_size: int = Field(7, ge=1)
+    num_elites: int = Field(5, ge=1)
+    hidden_dim: int = Field(200, ge=1)
+    hidden_layers: int = Field(4, ge=1)
+    # L2 weight decay per layer: one per hidden layer, then one for the heads.
+    weight_decays: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=1)
+    holdout_ratio: float = Field(0.2, gt=0, lt=1)
+    max_holdout: int = Field(1000, ge=1)
+    improvement_threshold: float = Field(0.01, ge=0)
+    patience: int = Field(5, ge=0)
+    """Stop after more than `patience` epochs in which no member improved."""
+    max_epochs: int | None = Field(None, ge=1)
+    """Hard cap on epochs (None: until early stopping). The quick profile sets one."""
+    logvar_max_init: float = 0.5
+    logvar_min_init: float = -10.0
+    logvar_bound_weight: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DynamicsConfig:
+        if self.num_elites > self.ensemble_size:
+            raise ValueError(f"num_elites ({self.num_elites}) exceeds ensemble_size ({self.ensemble_size})")
+        if len(self.weight_decays) != self.hidden_layers + 1:
+            raise ValueError(
+                f"weight_decays needs hidden_layers + 1 = {self.hidden_layers + 1} values "
+                f"(one per hidden layer, then the heads), got {len(self.weight_decays)}"
+            )
+        return self
+
+
+class CVAEConfig(_Frozen):
+    """Conditional VAE, used as ROMI's rollout policy (spec §2) and inside BCQ (spec §4)."""
+
+    hidden_dim: int = Field(750, ge=1)
+    latent_dim: int | None = Field(None, ge=1)
+    """None: 2 * action dim."""
+    kl_weight: float = Field(0.5, ge=0)
+    latent_clip: float = Field(0.5, gt=0)
+    log_std_min: float = -4.0
+    log_std_max: float = 15.0
+
+
+class RolloutPolicyConfig(_Frozen):
+    """How imagined actions are drawn (spec §2). `kind` None = the task's paper profile."""
+
+    kind: Literal["cvae", "rbc", "uniform"] | None = None
+    iterations: int = Field(500_000, ge=1)
+    batch_size: int = Field(100, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    cvae: CVAEConfig = CVAEConfig()
+    rbc_hidden_dim: int = Field(256, ge=1)
+    rbc_log_std_min: float = -20.0
+    rbc_log_std_max: float = 2.0
+    rbc_entropy_weight: float = Field(0.5, ge=0)
+
+
+class ImaginationConfig(_Frozen):
+    """The model buffer (spec §3). `horizon` None = the task's paper profile."""
+
+    horizon: int | None = Field(None, ge=1)
+    buffer_size: int = Field(4_000_000, ge=1)
+    start_batch_size: int = Field(1000, ge=1)
+    shard_size: int = Field(200_000, ge=1)
+    """Transitions per shard; shards are the unit of parallel generation and of determinism."""
+    num_workers: int | None = Field(None, ge=1)
+    """Rollout actors (None: the CPUs given to the trial)."""
+
+
+class BCQConfig(_Frozen):
+    """BCQ (Fujimoto et al. 2019), spec §4."""
+
+    actor_hidden: tuple[int, ...] = (400, 300)
+    critic_hidden: tuple[int, ...] = (400, 300)
+    vae: CVAEConfig = CVAEConfig()
+    learning_rate: float = Field(1e-3, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+    tau: float = Field(0.005, gt=0, le=1)
+    lmbda: float = Field(0.75, ge=0, le=1)
+    phi: float = Field(0.05, ge=0)
+    batch_size: int = Field(100, ge=1)
+    target_samples: int = Field(10, ge=1)
+    eval_candidates: int = Field(100, ge=1)
+
+
+class CQLConfig(_Frozen):
+    """CQL(H) with importance sampling (Kumar et al. 2020), spec §4."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    policy_lr: float = Field(1e-4, gt=0)
+    q_lr: float = Field(3e-4, gt=0)
+    alpha_lr: float = Field(1e-4, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+    tau: float = Field(5e-3, gt=0, le=1)
+    target_entropy: float | None = None
+    """None: -action dim."""
+    bc_steps: int = Field(40_000, ge=0)
+    conservative_weight: float = Field(5.0, ge=0)
+    num_sampled_actions: int = Field(10, ge=1)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    backup_entropy: bool = False
+    batch_size: int = Field(256, ge=1)
+
+
+class EvalConfig(_Frozen):
+    every: int = Field(5000, ge=1)
+    """Gradient steps between evaluations."""
+    episodes: int = Field(10, ge=1)
+    last_k: int = Field(10, ge=1)
+    """The reported 'last' score averages this many final evaluations."""
+
+
+class RunConfig(_Frozen):
+    """One (task, method, seed) run. `None` fields are filled from the task's paper profile."""
+
+    task: str
+    method: Method
+    seed: int = Field(0, ge=0)
+    profile: Profile = "paper"
+    data_source: Literal["auto", "official", "local"] = "auto"
+    gradient_steps: int | None = Field(None, ge=1)
+    """None: 1e6 for BCQ, 1.5e6 for CQL (spec §4)."""
+    model_share: float | None = Field(None, ge=0, le=1)
+    return_weighted: bool | None = None
+    device: str = "cpu"
+    dynamics: DynamicsConfig = DynamicsConfig()
+    rollout_policy: RolloutPolicyConfig = RolloutPolicyConfig()
+    imagination: ImaginationConfig = ImaginationConfig()
+    bcq: BCQConfig = BCQConfig()
+    cql: CQLConfig = CQLConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_task(self) -> RunConfig:
+        get_task(self.task)  # raises UnknownTaskError with suggestions
+        return self
+
+    # --- resolved views: the values a run actually uses -------------------------------------
+    @property
+    def method_spec(self) -> MethodSpec:
+        return METHOD_TABLE[self.method]
+
+    def resolved(self) -> RunConfig:
+        """A copy with every paper-profile `None` replaced by the task's value."""
+        task = get_task(self.task)
+        method = self.method_spec
+        kind = self.rollout_policy.kind
+        if method.rollout_policy == "rbc":
+            kind = "rbc"
+        elif kind is None:
+            kind = task.paper.rollout_policy
+        update: dict[str, Any] = {
+            "gradient_steps": self.gradient_steps or (1_000_000 if method.learner == "bcq" else 1_500_000),
+            "model_share": (
+                0.0 if method.direction is None
+                else self.model_share if self.model_share is not None else task.paper.model_share
+            ),
+            "return_weighted": (
+                self.return_weighted if self.return_weighted is not None else task.paper.return_weighted
+            ),
+            "rollout_policy": self.rollout_policy.model_copy(update={"kind": kind}),
+            "imagination": self.imagination.model_copy(
+                update={"horizon": self.imagination.horizon or task.paper.horizon}
+            ),
+        }
+        return self.model_copy(update=update)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method is a small table of choices, not a class hierarchy (spec §5)."""
+
+    direction: Direction | None
+    rollout_policy: Literal["profile", "rbc"] | None
+    learner: Literal["bcq", "cql"]
+
+
+METHOD_TABLE: dict[str, MethodSpec] = {
+    "BCQ": MethodSpec(None, None, "bcq"),
+    "CQL": MethodSpec(None, None, "cql"),
+    "ROMI-BCQ": MethodSpec("reverse", "profile", "bcq"),
+    "ROMI-CQL": MethodSpec("reverse", "profile", "cql"),
+    "FOMI-BCQ": MethodSpec("forward", "profile", "bcq"),
+    "ROMI-RBC-BCQ": MethodSpec("reverse", "rbc", "bcq"),
+}
+
+# The quick profile: same architectures, fewer steps and a smaller buffer, so that a maze2d-umaze
+# run finishes in minutes on a 2-core laptop. It is a smoke-level reproduction, not the paper's.
+QUICK_PROFILE: dict[str, Any] = {
+    "gradient_steps": 10_000,
+    "dynamics": {"max_epochs": 30},
+    "rollout_policy": {"iterations": 3_000},
+    "imagination": {"buffer_size": 100_000, "shard_size": 25_000},
+    "cql": {"bc_steps": 1_000},
+    "eval": {"every": 2_500, "episodes": 5, "last_k": 2},
+}
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["bcq.batch_size=256", "seed=3"]` -> nested dict; values parsed as YAML scalars/lists."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value", "e.g. --set bcq.batch_size=256")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {pair!r}: cannot parse value {raw!r}: {err}") from err
+        if isinstance(value, list):
+            value = tuple(value)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} sets a field inside a scalar")
+        node[parts[-1]] = value
+    return nested
+
+
+def _format_validation_error(err: ValidationError) -> ConfigError:
+    lines = []
+    for issue in err.errors():
+        where = ".".join(str(p) for p in issue["loc"]) or "<config>"
+        if issue["type"] == "extra_forbidden":
+            parent = _model_at(RunConfig, issue["loc"][:-1])
+            valid = ", ".join(parent.model_fields) if parent else ""
+            lines.append(f"unknown key {where!r} (valid keys here: {valid})")
+        else:
+            lines.append(f"{where}: {issue['msg']} (got {issue.get('input')!r})")
+    return ConfigError("invalid config: " + "; ".join(lines), "fix or remove the named keys")
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def build_run_config(
+    task: str,
+    method: str,
+    seed: int = 0,
+    profile: str = "paper",
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The validated, resolved config of one run. Raises `ConfigError` / `UnknownTaskError`."""
+    if method not in METHODS:
+        import difflib
+
+        close = difflib.get_close_matches(method, METHODS, n=1)
+        raise ConfigError(
+            f"unknown method {method!r}",
+            f"choose one of {', '.join(METHODS)}" + (f" (did you mean {close[0]}?)" if close else ""),
+        )
+    if profile not in ("paper", "quick"):
+        raise ConfigError(f"unknown profile {profile!r}", "choose paper or quick")
+    raw: dict[str, Any] = {"task": task, "method": method, "seed": seed, "profile": profile}
+    if profile == "quick":
+        raw = _deep_merge(raw, QUICK_PROFILE)
+    raw = _deep_merge(raw, overrides or {})
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _format_validation_error(err) from None
+    return config.resolved()
+
+
+def load_run_config(text: str) -> RunConfig:
+    """Inverse of `RunConfig.to_json` (used when resuming from a checkpoint directory)."""
+    return RunConfig.model_validate(json.loads(text))

@@ -1,0 +1,41 @@
+"""User-facing errors: each names the problem and the fix.
+
+The CLI turns any `RomiError` into a short message and a non-zero exit code, so library code raises
+these (never prints and exits) and callers in notebooks get ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class RomiError(Exception):
+    """Base class: `str(err)` is the problem, `err.hint` is what to do about it."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, hint: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.problem if not self.hint else f"{self.problem}\n  fix: {self.hint}"
+
+
+class UnknownTaskError(RomiError):
+    """A task name or dataset id that the registry does not know."""
+
+
+class DatasetMissingError(RomiError):
+    """A dataset that is not in the local Minari store."""
+
+
+class DatasetCorruptError(RomiError):
+    """A dataset that exists but cannot be read, or holds impossible values."""
+
+
+class DatasetExistsError(RomiError):
+    """Refusing to overwrite an existing dataset."""
+
+
+class ConfigError(RomiError):
+    """An invalid configuration key or value."""

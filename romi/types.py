@@ -1,0 +1,45 @@
+"""Shared tensor types and the small protocols that connect the rooms of the house."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import torch
+
+
+class Batch(NamedTuple):
+    """A training batch on the trial's device, float32 throughout.
+
+    `dones[i]` is 1.0 when `next_observations[i]` is terminal (no bootstrapping past it); episode
+    time-outs are *not* dones.
+    """
+
+    observations: torch.Tensor  # (B, obs_dim)
+    actions: torch.Tensor  # (B, act_dim)
+    rewards: torch.Tensor  # (B,)
+    next_observations: torch.Tensor  # (B, obs_dim)
+    dones: torch.Tensor  # (B,)
+
+
+@runtime_checkable
+class RolloutPolicy(Protocol):
+    """Every rollout policy (CVAE, RBC, uniform; reverse or forward) answers the same call.
+
+    `states` are the states the policy is conditioned on: s' for reverse rollouts, s for forward.
+    """
+
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    """A learned model that takes one imagined step in its direction.
+
+    Reverse: `states` are s', returns (s, r). Forward: `states` are s, returns (s', r).
+    """
+
+    direction: str
+
+    def step(
+        self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
