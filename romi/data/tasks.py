@@ -45,6 +45,9 @@ class TaskSpec:
     """Gymnasium id of the simulator the data comes from."""
     horizon: int
     """Evaluation episode length."""
+    obs_dim: int
+    """Flat observation size the learners see (maze2d: x, y, vx, vy; antmaze: x, y + the ant's 27)."""
+    act_dim: int
     d4rl_ref_min: float
     d4rl_ref_max: float
     paper: PaperProfile
@@ -82,10 +85,10 @@ _ANTMAZE = {
 }
 
 _LOCOMOTION = {
-    # env: (gymnasium id, d4rl refs, paper rollout policy, paper horizon)
-    "hopper": ("Hopper-v5", (-20.272305, 3234.3), "uniform", 5),
-    "walker2d": ("Walker2d-v5", (1.629008, 4592.3), "cvae", 1),
-    "halfcheetah": ("HalfCheetah-v5", (-280.178953, 12135.0), "cvae", 1),
+    # env: (gymnasium id, (obs dim, act dim), d4rl refs, paper rollout policy, paper horizon)
+    "hopper": ("Hopper-v5", (11, 3), (-20.272305, 3234.3), "uniform", 5),
+    "walker2d": ("Walker2d-v5", (17, 6), (1.629008, 4592.3), "cvae", 1),
+    "halfcheetah": ("HalfCheetah-v5", (17, 6), (-280.178953, 12135.0), "cvae", 1),
 }
 _LOCOMOTION_KINDS = ("random", "medium", "medium-replay", "medium-expert")
 # Minari publishes only medium and expert for these; random, medium-replay and medium-expert are made.
@@ -107,6 +110,8 @@ def _build_registry() -> dict[str, TaskSpec]:
                 recipe="maze",
                 env_id=f"PointMaze_{gym_name}{dense}-v3",
                 horizon=horizon,
+                obs_dim=4,
+                act_dim=2,
                 d4rl_ref_min=refs[0],
                 d4rl_ref_max=refs[1],
                 paper=PaperProfile(horizon=5, model_share=share, rollout_policy="uniform", return_weighted=False),
@@ -123,8 +128,10 @@ def _build_registry() -> dict[str, TaskSpec]:
             official_id=f"D4RL/antmaze/{official}-v1",
             local_id=f"local/antmaze/{official}-v0",
             recipe=None,
-            env_id=f"AntMaze_{gym_layout}-v5",
+            env_id=f"AntMaze_{gym_layout}-v4",  # v4 like the official Minari data: 27-dim ant obs
             horizon=horizon,
+            obs_dim=29,
+            act_dim=8,
             d4rl_ref_min=0.0,
             d4rl_ref_max=1.0,
             paper=PaperProfile(horizon=5, model_share=0.1, rollout_policy="cvae", return_weighted=True),
@@ -134,7 +141,7 @@ def _build_registry() -> dict[str, TaskSpec]:
             reward_type="sparse",
             dataset_kind=kind,
         )
-    for env, (env_id, refs, rollout, h) in _LOCOMOTION.items():
+    for env, (env_id, dims, refs, rollout, h) in _LOCOMOTION.items():
         for kind in _LOCOMOTION_KINDS:
             name = f"{env}-{kind}"
             tasks[name] = TaskSpec(
@@ -145,6 +152,8 @@ def _build_registry() -> dict[str, TaskSpec]:
                 recipe="locomotion-random" if kind == "random" else "locomotion-sac",
                 env_id=env_id,
                 horizon=1000,
+                obs_dim=dims[0],
+                act_dim=dims[1],
                 d4rl_ref_min=refs[0],
                 d4rl_ref_max=refs[1],
                 paper=PaperProfile(horizon=h, model_share=0.1, rollout_policy=rollout, return_weighted=True),

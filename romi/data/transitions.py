@@ -64,7 +64,7 @@ class Transitions:
 
     @property
     def num_episodes(self) -> int:
-        return int(len(np.unique(self.episode_ids)))
+        return len(np.unique(self.episode_ids))
 
     def select(self, index: np.ndarray) -> Transitions:
         """The transitions at `index` (a boolean mask or integer indices), in that order."""

@@ -1,0 +1,166 @@
+"""`romi` command line: thin wrappers over the library (data | train | sweep | report).
+
+Every `RomiError` becomes a short red message with its fix and exit code 2; nothing here holds
+logic that the Python API does not also offer.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from romi.errors import RomiError
+
+app = typer.Typer(
+    help="ROMI (Reverse Offline Model-based Imagination) benchmarks on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: list, make and inspect the paper's tasks.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Turn library errors into a message naming the problem and the fix, and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RomiError as err:
+            err_console.print(f"[bold red]error:[/] {err.problem}")
+            if err.hint:
+                err_console.print(f"[yellow]fix:[/] {err.hint}")
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/]: nothing half-written was kept")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024  # type: ignore[assignment]
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# romi data
+# --------------------------------------------------------------------------------------------
+
+
+@data_app.command("list")
+@friendly_errors
+def data_list() -> None:
+    """Every paper task, which of its datasets are present, and their size."""
+    from romi.data.minari_io import dataset_present, dataset_size_bytes, datasets_root
+    from romi.data.tasks import TASKS
+
+    table = Table(title=f"romi tasks (Minari store: {datasets_root()})")
+    for column in ("task", "tables", "official dataset", "local dataset", "local recipe"):
+        table.add_column(column)
+    for task in TASKS.values():
+        if task.official_id is None:
+            official = "[dim]none in Minari[/]"
+        elif dataset_present(task.official_id):
+            official = f"[green]{task.official_id}[/] ({_size(dataset_size_bytes(task.official_id))})"
+        else:
+            official = f"[dim]{task.official_id} (absent)[/]"
+        if dataset_present(task.local_id):
+            local = f"[green]{task.local_id}[/] ({_size(dataset_size_bytes(task.local_id))})"
+        else:
+            local = f"[dim]{task.local_id} (absent)[/]"
+        recipe = task.recipe or "[dim]official only[/]"
+        table.add_row(task.name, ",".join(map(str, task.tables)), official, local, recipe)
+    console.print(table)
+
+
+@data_app.command("make")
+@friendly_errors
+def data_make(
+    task: Annotated[str, typer.Argument(help="Task name, e.g. maze2d-umaze-sparse (see `romi data list`).")],
+    steps: Annotated[int | None, typer.Option(help="Environment steps (default: the recipe's, 1M).", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0)] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
+    ref_episodes: Annotated[int, typer.Option(help="Episodes for the reference scores.", min=1)] = 50,
+) -> None:
+    """Build a task's local D4RL-equivalent dataset in the Minari store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from romi.data.make import make_dataset
+    from romi.data.make.locomotion import DEFAULT_STEPS
+    from romi.data.tasks import get_task
+
+    spec = get_task(task)
+    total = steps or DEFAULT_STEPS
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        handle = bar.add_task(f"{spec.name}: simulating", total=total)
+        summary = make_dataset(
+            spec.name, steps=steps, seed=seed, overwrite=overwrite, ref_episodes=ref_episodes,
+            progress=lambda n: bar.advance(handle, n),
+        )
+    console.print(
+        f"[green]made[/] {summary.dataset_id} at {summary.path}\n"
+        f"  episodes {summary.episodes:,}  steps {summary.steps:,}  mean episode return "
+        f"{summary.mean_episode_return:.2f}\n"
+        f"  reference scores: random {summary.ref_min_score:.2f} / expert {summary.ref_max_score:.2f}\n"
+        f"  simulation {summary.generation_seconds:.1f} s, total {summary.total_seconds:.1f} s, "
+        f"size {_size(summary.size_bytes)}"
+    )
+
+
+@data_app.command("info")
+@friendly_errors
+def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.")]) -> None:
+    """A task's settings and what its datasets hold."""
+    from romi.data.minari_io import dataset_present, dataset_size_bytes, read_metadata
+    from romi.data.tasks import get_task
+
+    spec = get_task(task)
+    console.print(f"[bold]{spec.name}[/]  domain {spec.domain}, paper tables {spec.tables}")
+    console.print(f"  evaluation env {spec.env_id}, horizon {spec.horizon}, obs {spec.obs_dim}, act {spec.act_dim}")
+    console.print(f"  D4RL reference scores {spec.d4rl_ref_min} / {spec.d4rl_ref_max}")
+    p = spec.paper
+    console.print(
+        f"  paper profile: h={p.horizon}, model share {p.model_share}, rollout policy {p.rollout_policy}, "
+        f"return-weighted {p.return_weighted}"
+    )
+    for label, dataset_id in (("official", spec.official_id), ("local", spec.local_id)):
+        if dataset_id is None:
+            console.print(f"  {label}: Minari has no such dataset")
+            continue
+        if not dataset_present(dataset_id):
+            console.print(f"  {label}: {dataset_id} [dim](absent)[/]")
+            continue
+        meta = read_metadata(dataset_id)
+        console.print(
+            f"  {label}: [green]{dataset_id}[/] episodes {meta.get('total_episodes'):,} steps "
+            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))} refs "
+            f"{meta.get('ref_min_score')} / {meta.get('ref_max_score')}"
+        )
+        if meta.get("description"):
+            console.print(f"    [dim]{meta['description']}[/]")
+
+
+def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,303 @@
+"""Read Minari datasets into `Transitions`, and write home-made ones atomically.
+
+Official datasets are read with Minari's own storage classes under their official ids; home-made
+ones live under `local/...` in the same store (`MINARI_DATASETS_PATH`, default ~/.minari/datasets),
+so the official path never picks up home-made data. Writes go to a staging directory beside the
+store and are renamed into place only when complete: an interrupted `romi data make` never leaves a
+dataset that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from romi.data.tasks import DATASET_TO_TASK, TaskSpec, get_task
+from romi.data.transitions import Transitions, episode_returns
+from romi.envs import flatten_maze_observation, goal_xy, maze_reward
+from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError
+
+DataSource = Literal["auto", "official", "local"]
+_META = "metadata.json"
+_DATA = "main_data.hdf5"
+
+
+def datasets_root() -> Path:
+    """The Minari store, as Minari itself resolves it."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    return datasets_root() / dataset_id
+
+
+def dataset_present(dataset_id: str) -> bool:
+    data = dataset_dir(dataset_id) / "data"
+    return (data / _META).is_file()
+
+
+def dataset_size_bytes(dataset_id: str) -> int:
+    root = dataset_dir(dataset_id)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def read_metadata(dataset_id: str) -> dict[str, Any]:
+    path = dataset_dir(dataset_id) / "data" / _META
+    if not path.is_file():
+        raise DatasetMissingError(f"dataset {dataset_id!r} is not in the Minari store at {datasets_root()}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r}: metadata at {path} is unreadable ({err})", _recreate_hint(dataset_id)
+        ) from err
+
+
+def _recreate_hint(dataset_id: str) -> str:
+    if dataset_id.startswith("local/") and dataset_id in DATASET_TO_TASK:
+        return f"re-create it: romi data make {DATASET_TO_TASK[dataset_id]} --overwrite"
+    return f"delete {dataset_dir(dataset_id)} and download it again: minari download {dataset_id}"
+
+
+def resolve_dataset_id(task: TaskSpec, source: DataSource = "auto") -> str:
+    """Which dataset a task trains on: the official one when present (auto), else the local twin."""
+    official_ok = task.official_id is not None and dataset_present(task.official_id)
+    local_ok = dataset_present(task.local_id)
+    if source == "official" or (source == "auto" and official_ok):
+        if official_ok:
+            return task.official_id  # type: ignore[return-value]
+    elif local_ok:
+        return task.local_id
+    raise DatasetMissingError(f"no dataset for task {task.name!r} in {datasets_root()}", _missing_hint(task, source))
+
+
+def _missing_hint(task: TaskSpec, source: DataSource) -> str:
+    ways = []
+    if task.official_id is not None and source != "local":
+        ways.append(f"on a connected machine run `minari download {task.official_id}` and copy the store here")
+    if task.recipe is not None and source != "official":
+        ways.append(f"make the local equivalent: `romi data make {task.name}`")
+    if not ways:
+        return "this task has no dataset that can be had this way; see `romi data info " + task.name + "`"
+    return " or ".join(ways)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _read_episodes(dataset_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All episodes of a dataset as dicts (Minari's own decoding), with its metadata."""
+    from minari.dataset.minari_storage import MinariStorage
+
+    metadata = read_metadata(dataset_id)
+    data_path = dataset_dir(dataset_id) / "data"
+    try:
+        storage = MinariStorage.read(data_path)
+        episodes = list(storage.get_episodes(range(storage.total_episodes)))
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError on truncated or damaged files
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r} at {data_path} is corrupt or truncated ({type(err).__name__}: {err})",
+            _recreate_hint(dataset_id),
+        ) from err
+    steps = sum(len(ep["rewards"]) for ep in episodes)
+    if steps != metadata.get("total_steps", steps) or len(episodes) != metadata.get("total_episodes", len(episodes)):
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r} holds {len(episodes)} episodes / {steps} steps but its metadata "
+            f"promises {metadata.get('total_episodes')} / {metadata.get('total_steps')}",
+            _recreate_hint(dataset_id),
+        )
+    return episodes, metadata
+
+
+def _flat(task: TaskSpec | None, obs: Any) -> np.ndarray:
+    if isinstance(obs, dict):
+        if task is not None and task.is_maze:
+            return flatten_maze_observation(task, obs)
+        if "observation" in obs:
+            return np.asarray(obs["observation"], dtype=np.float32)
+        raise DatasetCorruptError(f"dict observations with keys {sorted(obs)} and no 'observation' key")
+    return np.asarray(obs, dtype=np.float32)
+
+
+def load_transitions(task_or_dataset_id: str, source: DataSource = "auto") -> Transitions:
+    """A task's dataset (or a dataset id's) as flat float32 `Transitions`, with task conventions applied.
+
+    - dict observations are flattened (maze2d: `observation`; antmaze: `[achieved_goal, observation]`);
+    - maze rewards are relabelled to the task's fixed goal (as D4RL's maze datasets are);
+    - antmaze: reaching the goal is terminal, and episodes are split after each goal-reaching step,
+      so trajectory returns (for return-weighted sampling) are those of goal-reaching segments;
+    - an episode that ends neither terminated nor truncated is marked as a timeout at its last step.
+    """
+    if task_or_dataset_id in DATASET_TO_TASK or "/" not in task_or_dataset_id:
+        task: TaskSpec | None = get_task(task_or_dataset_id)
+        dataset_id = task_or_dataset_id if "/" in task_or_dataset_id else resolve_dataset_id(task, source)
+    else:
+        task, dataset_id = None, task_or_dataset_id
+        if not dataset_present(dataset_id):
+            raise DatasetMissingError(
+                f"dataset {dataset_id!r} is not in the Minari store at {datasets_root()}",
+                f"on a connected machine run `minari download {dataset_id}`, or check MINARI_DATASETS_PATH",
+            )
+    episodes, _ = _read_episodes(dataset_id)
+    if not episodes:
+        raise DatasetCorruptError(f"dataset {dataset_id!r} has no episodes", _recreate_hint(dataset_id))
+
+    obs_parts, next_parts, act_parts, rew_parts, term_parts, trunc_parts, id_parts = [], [], [], [], [], [], []
+    for index, ep in enumerate(episodes):
+        obs = _flat(task, ep["observations"])
+        steps = len(ep["rewards"])
+        if len(obs) != steps + 1:
+            raise DatasetCorruptError(
+                f"dataset {dataset_id!r} episode {index}: {len(obs)} observations for {steps} steps "
+                "(Minari stores one more observation than steps)",
+                _recreate_hint(dataset_id),
+            )
+        obs_parts.append(obs[:-1])
+        next_parts.append(obs[1:])
+        act_parts.append(np.asarray(ep["actions"], dtype=np.float32).reshape(steps, -1))
+        rew_parts.append(np.asarray(ep["rewards"], dtype=np.float32))
+        terminations = np.asarray(ep["terminations"], dtype=bool)
+        truncations = np.asarray(ep["truncations"], dtype=bool).copy()
+        if steps and not (terminations[-1] or truncations[-1]):
+            truncations[-1] = True  # the recording stopped: a cut, not a true end
+        term_parts.append(terminations)
+        trunc_parts.append(truncations)
+        id_parts.append(np.full(steps, index, dtype=np.int64))
+
+    observations = np.concatenate(obs_parts)
+    next_observations = np.concatenate(next_parts)
+    actions = np.concatenate(act_parts)
+    rewards = np.concatenate(rew_parts)
+    terminals = np.concatenate(term_parts)
+    timeouts = np.concatenate(trunc_parts)
+    episode_ids = np.concatenate(id_parts)
+
+    if task is not None:
+        if observations.shape[1] != task.obs_dim or actions.shape[1] != task.act_dim:
+            raise DatasetCorruptError(
+                f"dataset {dataset_id!r} has observations of size {observations.shape[1]} and actions of "
+                f"size {actions.shape[1]}, but task {task.name} ({task.env_id}) needs {task.obs_dim} and "
+                f"{task.act_dim}",
+                "use the dataset made for this task (`romi data info " + task.name + "` names it)",
+            )
+        if task.is_maze:
+            rewards = maze_reward(next_observations[:, :2], goal_xy(task), task.reward_type or "sparse")
+        if task.domain == "maze2d":
+            terminals = np.zeros_like(terminals)  # a continuing task: nothing ends
+        if task.domain == "antmaze":
+            terminals = rewards > 0
+            # Split after every goal-reaching step: new segment id whenever the previous step was terminal.
+            starts = np.ones(len(rewards), dtype=bool)
+            starts[1:] = (episode_ids[1:] != episode_ids[:-1]) | terminals[:-1]
+            episode_ids = np.cumsum(starts) - 1
+            timeouts = timeouts & ~terminals
+
+    transitions = Transitions(
+        observations=observations,
+        actions=actions,
+        rewards=rewards.astype(np.float32),
+        next_observations=next_observations,
+        terminals=terminals,
+        timeouts=timeouts,
+        episode_ids=episode_ids.astype(np.int64),
+        returns=episode_returns(episode_ids, rewards),
+    )
+    transitions.check_finite(f"dataset {dataset_id!r}")
+    return transitions
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _minari_root(path: Path) -> Iterator[None]:
+    """Point Minari at another store for the duration (Minari reads the variable at call time)."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: Sequence[Any],
+    *,
+    env_id: str,
+    eval_env: Any,
+    ref_min_score: float,
+    ref_max_score: float,
+    description: str,
+    extra_metadata: dict[str, Any],
+    overwrite: bool = False,
+    algorithm_name: str = "romi",
+) -> Path:
+    """Write Minari `EpisodeBuffer`s as dataset `dataset_id`, atomically; returns its directory.
+
+    The dataset is built in a staging store beside the real one and renamed into place only when
+    complete, so an interrupted write leaves nothing under `dataset_id`.
+    """
+    import minari
+
+    final = dataset_dir(dataset_id)
+    if final.exists() and not overwrite:
+        raise DatasetExistsError(f"dataset {dataset_id!r} already exists at {final}", "pass --overwrite to replace it")
+    staging_root = datasets_root().parent / f".romi-staging-{uuid.uuid4().hex[:12]}"
+    try:
+        with _minari_root(staging_root):
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=list(episodes),
+                env=env_id,
+                eval_env=eval_env,
+                algorithm_name=algorithm_name,
+                ref_min_score=ref_min_score,
+                ref_max_score=ref_max_score,
+                description=description,
+                data_format="hdf5",
+            )
+        metadata_path = staging_root / dataset_id / "data" / _META
+        metadata = json.loads(metadata_path.read_text())
+        metadata.update(extra_metadata)
+        metadata_path.write_text(json.dumps(metadata, default=str))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _ensure_namespace_metadata(dataset_id)
+        if final.exists():
+            trash = final.with_name(final.name + f".old-{uuid.uuid4().hex[:8]}")
+            final.rename(trash)
+            (staging_root / dataset_id).rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            (staging_root / dataset_id).rename(final)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    return final
+
+
+def _ensure_namespace_metadata(dataset_id: str) -> None:
+    """Minari lists namespaces by their metadata file; create it as Minari would if missing."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    namespace = parse_dataset_id(dataset_id)[0]
+    if namespace is None:
+        return
+    with contextlib.suppress(ValueError):
+        if namespace not in list_local_namespaces():
+            create_namespace(namespace)
