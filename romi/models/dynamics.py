@@ -1,0 +1,277 @@
+"""The probabilistic ensemble dynamics model of spec §1: one class, two directions.
+
+ROMI learns a *reverse* model p(s, r | s', a) and imagines trajectories backwards from dataset
+states; its forward twin (FOMI, the paper's ablation) learns p(s', r | s, a). The two differ only in
+which state is the input and which is the target, so `direction` is a parameter, never a copy:
+
+    reverse: input [s', a], target [r, s - s'],  a step back is   s  = s' + delta
+    forward: input [s, a],  target [r, s' - s],  a step ahead is  s' = s  + delta
+
+Training follows the usual probabilistic-ensemble recipe (PETS / MBPO / ROMI): Gaussian NLL per
+member on its own bootstrap resample, learned log-variance bounds, per-layer L2 decay, per-member
+snapshots on holdout improvement, early stopping, and the best members kept as elites.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from romi.config import DynamicsConfig
+from romi.data.transitions import Transitions
+from romi.models.ensemble import GaussianEnsemble
+
+Direction = Literal["reverse", "forward"]
+ProgressCallback = Callable[[int, dict[str, float]], None]
+"""Called after every epoch with (epoch, metrics)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Training data
+# --------------------------------------------------------------------------------------------
+def make_training_pairs(
+    transitions: Transitions, direction: Direction, keep_terminals: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) for the model of `direction`, as float32 arrays.
+
+    reverse: inputs [s', a], targets [r, s - s'];  forward: inputs [s, a], targets [r, s' - s].
+    Transitions cut by a timeout are always dropped; terminal transitions are dropped unless
+    `keep_terminals` (antmaze keeps them: reaching the goal is where its reverse rollouts start).
+    """
+    keep = ~transitions.timeouts.astype(bool)
+    if not keep_terminals:
+        keep &= ~transitions.terminals.astype(bool)
+    obs = transitions.observations[keep].astype(np.float32)
+    next_obs = transitions.next_observations[keep].astype(np.float32)
+    actions = transitions.actions[keep].astype(np.float32)
+    rewards = transitions.rewards[keep].astype(np.float32)[:, None]
+    if direction == "reverse":
+        inputs, targets = np.concatenate([next_obs, actions], 1), np.concatenate([rewards, obs - next_obs], 1)
+    elif direction == "forward":
+        inputs, targets = np.concatenate([obs, actions], 1), np.concatenate([rewards, next_obs - obs], 1)
+    else:
+        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+    return inputs, targets
+
+
+def gaussian_nll_per_member(mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-member mean over batch and dims of (mu - y)^2 exp(-lv) + lv: Gaussian NLL up to constants.
+
+    mean, logvar, targets: (E, B, D) -> (E,).
+    """
+    return ((mean - targets).pow(2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2))
+
+
+@dataclass(frozen=True)
+class FitReport:
+    epochs: int
+    holdout_mse: list[float]
+    """Per member, after restoring its best snapshot."""
+    elites: list[int]
+    """Members with the lowest holdout MSE, best first."""
+    train_seconds: float
+    num_train: int
+    num_holdout: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+class DynamicsModel(nn.Module):
+    """A probabilistic ensemble predicting (r, delta state) in one `direction` (spec §1).
+
+    Implements the `StepModel` protocol of `romi.types`. The input normalisation and the elite
+    indices are buffers, so `state_dict()` holds everything needed to predict after loading.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: DynamicsConfig, direction: Direction) -> None:
+        super().__init__()
+        if direction not in ("reverse", "forward"):
+            raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.config = config
+        self.direction: Direction = direction
+        in_dim, out_dim = obs_dim + act_dim, 1 + obs_dim
+        self.ensemble = GaussianEnsemble(
+            config.ensemble_size,
+            in_dim,
+            out_dim,
+            hidden_dim=config.hidden_dim,
+            hidden_layers=config.hidden_layers,
+            weight_decays=config.weight_decays,
+            logvar_max_init=config.logvar_max_init,
+            logvar_min_init=config.logvar_min_init,
+        )
+        self.register_buffer("input_mean", torch.zeros(in_dim))
+        self.register_buffer("input_std", torch.ones(in_dim))
+        self.register_buffer("elites", torch.arange(config.num_elites, dtype=torch.long))
+
+    # ---- prediction ----------------------------------------------------------------------
+    def _normalise(self, inputs: torch.Tensor) -> torch.Tensor:
+        return (inputs - self.input_mean) / self.input_std
+
+    def predict(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's Gaussian over [r, delta] for raw (B, obs) states and (B, act) actions.
+
+        Returns (mean, logvar), each (E, B, 1 + obs_dim).
+        """
+        x = self._normalise(torch.cat([states, actions], dim=-1))
+        return self.ensemble(x.unsqueeze(0).expand(self.config.ensemble_size, -1, -1))
+
+    @torch.no_grad()
+    def step(
+        self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One imagined step: reverse (s', a) -> (s, r); forward (s, a) -> (s', r).
+
+        Every member predicts; each row draws mu + std * eps from one elite chosen uniformly at
+        random. No ensemble averaging, no uncertainty penalty (spec §1).
+        """
+        mean, logvar = self.predict(states, actions)
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        samples = mean + torch.exp(0.5 * logvar) * eps  # (E, B, 1 + obs)
+        batch = states.shape[0]
+        pick = torch.randint(
+            self.elites.numel(), (batch,), device=self.elites.device, generator=generator
+        )
+        chosen = samples[self.elites[pick], torch.arange(batch, device=samples.device)]  # (B, 1 + obs)
+        rewards, delta = chosen[:, 0], chosen[:, 1:]
+        return states + delta, rewards
+
+    # ---- training ------------------------------------------------------------------------
+    def fit(
+        self,
+        transitions: Transitions,
+        *,
+        keep_terminals: bool = False,
+        seed: int,
+        progress_callback: ProgressCallback | None = None,
+    ) -> FitReport:
+        """Train all members from scratch on `transitions` (spec §1) and pick the elites.
+
+        Every random choice (holdout split, init, bootstrap, shuffles) comes from one generator
+        seeded with `seed`, so the same data and seed give the same model bit for bit on CPU.
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        device = self.input_mean.device
+        gen = torch.Generator(device=device).manual_seed(seed)
+
+        inputs_np, targets_np = make_training_pairs(transitions, self.direction, keep_terminals)
+        n = len(inputs_np)
+        if n < 2:
+            raise ValueError(f"need at least 2 usable transitions to fit the dynamics model, got {n}")
+        inputs = torch.as_tensor(inputs_np, device=device)
+        targets = torch.as_tensor(targets_np, device=device)
+
+        # Holdout split: min(20% of N, max_holdout), at least one transition each side.
+        num_holdout = min(max(int(cfg.holdout_ratio * n), 1), cfg.max_holdout, n - 1)
+        order = torch.randperm(n, device=device, generator=gen)
+        holdout_idx, train_idx = order[:num_holdout], order[num_holdout:]
+        train_x, train_y = inputs[train_idx], targets[train_idx]
+        num_train = len(train_x)
+
+        # Inputs standardised with the training split's statistics; targets stay raw.
+        std = train_x.std(dim=0, unbiased=False)
+        self.input_mean.copy_(train_x.mean(dim=0))
+        self.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+        train_x = self._normalise(train_x)
+        E = cfg.ensemble_size
+        holdout_x = self._normalise(inputs[holdout_idx]).unsqueeze(0).expand(E, -1, -1)
+        holdout_y = targets[holdout_idx].unsqueeze(0).expand(E, -1, -1)
+
+        self.ensemble.reset_parameters(gen)
+        optimizer = torch.optim.Adam(self.ensemble.parameters(), lr=cfg.learning_rate)
+        # Each member trains on its own bootstrap resample of the training split.
+        bootstrap = torch.randint(num_train, (E, num_train), device=device, generator=gen)
+
+        def holdout_mse() -> torch.Tensor:
+            with torch.no_grad():
+                mean, _ = self.ensemble(holdout_x)
+                return (mean - holdout_y).pow(2).mean(dim=(1, 2))  # (E,)
+
+        best = torch.full((E,), float("inf"), device=device)
+        snapshots: list[dict[str, torch.Tensor] | None] = [None] * E
+        epochs_since_update, epoch = 0, 0
+        while cfg.max_epochs is None or epoch < cfg.max_epochs:
+            epoch += 1
+            # Reshuffle every member's resample independently each epoch.
+            shuffled = torch.stack(
+                [bootstrap[m, torch.randperm(num_train, device=device, generator=gen)] for m in range(E)]
+            )
+            loss_sum, num_batches = 0.0, 0
+            starts = range(0, num_train, cfg.batch_size)
+            if cfg.batches_per_epoch is not None:
+                # A shorter "epoch" (quick profile): a fresh random part of every member's resample.
+                starts = starts[: cfg.batches_per_epoch]
+            for start in starts:
+                idx = shuffled[:, start : start + cfg.batch_size]  # (E, b)
+                mean, logvar = self.ensemble(train_x[idx])
+                loss = (
+                    gaussian_nll_per_member(mean, logvar, train_y[idx]).sum()
+                    + self.ensemble.weight_decay_loss()
+                    + cfg.logvar_bound_weight * self.ensemble.logvar_bound_loss()
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach())
+                num_batches += 1
+
+            # A member keeps a snapshot when its holdout MSE improves by more than the threshold.
+            mse = holdout_mse()
+            improved = mse < best * (1.0 - cfg.improvement_threshold)
+            for m in torch.nonzero(improved).flatten().tolist():
+                best[m] = mse[m]
+                snapshots[m] = self._member_state(m)
+            epochs_since_update = 0 if bool(improved.any()) else epochs_since_update + 1
+            if progress_callback is not None:
+                progress_callback(
+                    epoch,
+                    {
+                        "train_loss": loss_sum / max(num_batches, 1),
+                        "holdout_mse_mean": float(mse.mean()),
+                        "holdout_mse_best": float(best.min()),
+                        "epochs_since_update": float(epochs_since_update),
+                    },
+                )
+            if epochs_since_update > cfg.patience:
+                break
+
+        for m, snapshot in enumerate(snapshots):
+            if snapshot is not None:
+                self._load_member_state(m, snapshot)
+        final_mse = holdout_mse()
+        elites = torch.argsort(final_mse, stable=True)[: cfg.num_elites]
+        self.elites.copy_(elites)
+        return FitReport(
+            epochs=epoch,
+            holdout_mse=[float(v) for v in final_mse],
+            elites=[int(i) for i in elites],
+            train_seconds=time.perf_counter() - started,
+            num_train=num_train,
+            num_holdout=num_holdout,
+        )
+
+    def _member_state(self, member: int) -> dict[str, torch.Tensor]:
+        """A copy of one member's weights and biases (the shared log-variance bounds are not per member)."""
+        state = {}
+        for i, layer in enumerate(self.ensemble.ensemble_layers()):
+            state[f"{i}.weight"] = layer.weight.detach()[member].clone()
+            state[f"{i}.bias"] = layer.bias.detach()[member].clone()
+        return state
+
+    def _load_member_state(self, member: int, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for i, layer in enumerate(self.ensemble.ensemble_layers()):
+                layer.weight[member].copy_(state[f"{i}.weight"])
+                layer.bias[member].copy_(state[f"{i}.bias"])

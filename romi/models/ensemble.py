@@ -1,0 +1,126 @@
+"""Batched ensemble layers and the probabilistic (Gaussian) ensemble MLP of spec §1.
+
+Every member of the ensemble has its own weights, but all members run in one batched matmul:
+activations are shaped (E, B, features) and a layer's weight is (E, in, out). This is the same
+arithmetic as E separate `nn.Linear`s, only E times fewer kernel launches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class EnsembleLinear(nn.Module):
+    """E independent affine maps applied at once: y[e] = x[e] @ W[e] + b[e].
+
+    Weights are stored (E, in, out) (not nn.Linear's (out, in)) so the forward pass is a single
+    `torch.baddbmm`. Init: truncated normal with std 1 / (2 sqrt(in_dim)) cut at two std, zero bias
+    (spec §1; the usual init of probabilistic-ensemble dynamics models).
+    """
+
+    def __init__(self, ensemble_size: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.ensemble_size, self.in_dim, self.out_dim = ensemble_size, in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        std = 1.0 / (2.0 * math.sqrt(self.in_dim))
+        nn.init.trunc_normal_(self.weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (E, B, in) -> (E, B, out)."""
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"ensemble_size={self.ensemble_size}, in_dim={self.in_dim}, out_dim={self.out_dim}"
+
+
+def soft_bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:
+    """Squash raw log-variances smoothly into (min_logvar, max_logvar) (spec §1).
+
+    Hard clamping would kill the gradient outside the range; the softplus version keeps it, and
+    because the bounds are learned (and pulled together by the loss) the model can tighten them.
+    """
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
+
+
+class GaussianEnsemble(nn.Module):
+    """E MLPs mapping x to a diagonal Gaussian N(mean, exp(logvar)), evaluated in one batch.
+
+    Trunk: `hidden_layers` x `hidden_dim` swish (SiLU); then a mean head and a separate
+    log-variance head on the last hidden layer. The log-variance bounds are learned per output
+    dimension and shared by the members.
+    """
+
+    def __init__(
+        self,
+        ensemble_size: int,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 200,
+        hidden_layers: int = 4,
+        weight_decays: Sequence[float] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4),
+        logvar_max_init: float = 0.5,
+        logvar_min_init: float = -10.0,
+    ) -> None:
+        super().__init__()
+        if len(weight_decays) != hidden_layers + 1:
+            raise ValueError(f"need hidden_layers + 1 = {hidden_layers + 1} weight decays, got {len(weight_decays)}")
+        self.ensemble_size, self.in_dim, self.out_dim = ensemble_size, in_dim, out_dim
+        dims = [in_dim] + [hidden_dim] * hidden_layers
+        self.hidden = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in itertools.pairwise(dims))
+        self.mean_head = EnsembleLinear(ensemble_size, hidden_dim, out_dim)
+        self.logvar_head = EnsembleLinear(ensemble_size, hidden_dim, out_dim)
+        self.max_logvar = nn.Parameter(torch.full((out_dim,), float(logvar_max_init)))
+        self.min_logvar = nn.Parameter(torch.full((out_dim,), float(logvar_min_init)))
+        self.weight_decays = tuple(float(w) for w in weight_decays)
+        self._logvar_max_init, self._logvar_min_init = float(logvar_max_init), float(logvar_min_init)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialise every member (and the log-variance bounds) from `generator`."""
+        for layer in self.ensemble_layers():
+            layer.reset_parameters(generator)
+        with torch.no_grad():
+            self.max_logvar.fill_(self._logvar_max_init)
+            self.min_logvar.fill_(self._logvar_min_init)
+
+    def ensemble_layers(self) -> list[EnsembleLinear]:
+        """All per-member layers (hidden, then the mean and log-variance heads)."""
+        return [*self.hidden, self.mean_head, self.logvar_head]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (E, B, in) -> (mean, logvar), each (E, B, out), logvar soft-bounded."""
+        h = x
+        for layer in self.hidden:
+            h = F.silu(layer(h))
+        mean = self.mean_head(h)
+        logvar = soft_bound_logvar(self.logvar_head(h), self.max_logvar, self.min_logvar)
+        return mean, logvar
+
+    def weight_decay_loss(self) -> torch.Tensor:
+        """sum over layers of wd_l * 0.5 * ||W_l||^2 (all members; biases are not decayed).
+
+        The last weight decay applies to each head, the mean head and the log-variance head alike.
+        """
+        terms = [
+            wd * 0.5 * layer.weight.pow(2).sum()
+            for wd, layer in zip(self.weight_decays[:-1], self.hidden, strict=True)
+        ]
+        head_wd = self.weight_decays[-1]
+        terms.append(head_wd * 0.5 * self.mean_head.weight.pow(2).sum())
+        terms.append(head_wd * 0.5 * self.logvar_head.weight.pow(2).sum())
+        return torch.stack(terms).sum()
+
+    def logvar_bound_loss(self) -> torch.Tensor:
+        """sum(max_logvar) - sum(min_logvar): pulls the learned bounds together (spec §1)."""
+        return self.max_logvar.sum() - self.min_logvar.sum()

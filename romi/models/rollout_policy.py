@@ -1,0 +1,287 @@
+"""Rollout policies: where the actions of imagined transitions come from (spec §2).
+
+All three answer `sample(states, generator) -> actions` (the `RolloutPolicy` protocol). `states`
+are the states the policy is conditioned on: s' for ROMI's reverse rollouts (it models which action
+led *into* s'), s for FOMI's forward ones. The caller picks the conditioning; the policy does not
+know the direction.
+
+- `CVAERolloutPolicy`: the paper's "diverse rollout policy", a conditional VAE G(a | state).
+- `GaussianRBCPolicy`: a tanh-Gaussian trained by maximum likelihood plus an entropy bonus
+  (ROMI-RBC, Table 4).
+- `UniformRolloutPolicy`: uniform in the action box (maze2d and hopper in the paper profile).
+
+Every policy is an `nn.Module` so it saves and loads through `state_dict`;
+`build_rollout_policy` creates an untrained one of the right shape to load into.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from romi.config import RolloutPolicyConfig
+from romi.data.transitions import Transitions
+from romi.models.cvae import CVAE, cvae_loss
+
+RolloutKind = Literal["cvae", "rbc", "uniform"]
+Direction = Literal["reverse", "forward"]
+ProgressCallback = Callable[[int, dict[str, float]], None]
+"""Called every `LOG_EVERY` iterations (and at the end) with (iteration, metrics)."""
+LOG_EVERY = 1000
+ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# CVAE
+# --------------------------------------------------------------------------------------------
+class CVAERolloutPolicy(nn.Module):
+    """G(a | state) as a conditional VAE; sampling decodes z ~ N(0, I) clipped to the latent clip.
+
+    States are not standardised (spec §4: the CVAE sees raw states), as in the paper's code.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: RolloutPolicyConfig) -> None:
+        super().__init__()
+        c = config.cvae
+        self.cvae = CVAE(
+            obs_dim,
+            act_dim,
+            max_action,
+            hidden_dim=c.hidden_dim,
+            latent_dim=c.latent_dim,
+            latent_clip=c.latent_clip,
+            log_std_min=c.log_std_min,
+            log_std_max=c.log_std_max,
+        )
+        self.kl_weight = c.kl_weight
+
+    def loss(
+        self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Action MSE + kl_weight * KL (spec §2)."""
+        return cvae_loss(self.cvae, states, actions, self.kl_weight, generator)
+
+    @torch.no_grad()
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.cvae.sample(states, generator)
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian RBC
+# --------------------------------------------------------------------------------------------
+def _log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(u)^2) computed stably: 2 (log 2 - u - softplus(-2u))."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+
+
+def tanh_gaussian_log_prob(
+    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, max_action: float
+) -> torch.Tensor:
+    """log pi(a) for a = max_action * tanh(u), u ~ N(mean, exp(log_std)^2), summed over action dims.
+
+    Change of variables: log pi(a) = log N(u) - sum log(1 - tanh(u)^2) - |A| log(max_action).
+    """
+    gaussian = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)
+    return (gaussian - _log_one_minus_tanh_sq(u)).sum(-1) - u.shape[-1] * math.log(max_action)
+
+
+class GaussianRBCPolicy(nn.Module):
+    """pi(a | state): standardised input, 2 x hidden ReLU, mean and log_std heads, tanh squash."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        max_action: float,
+        hidden_dim: int = 256,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        entropy_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.max_action = float(max_action)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.entropy_weight = entropy_weight
+        self.trunk = nn.Sequential(
+            nn.Linear(obs_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+        )
+        self.mean = nn.Linear(hidden_dim, act_dim)
+        self.log_std = nn.Linear(hidden_dim, act_dim)
+        # Input standardisation, set from the training states (saved with the weights).
+        self.register_buffer("state_mean", torch.zeros(obs_dim))
+        self.register_buffer("state_std", torch.ones(obs_dim))
+
+    def set_normalisation(self, states: torch.Tensor) -> None:
+        std = states.std(dim=0, unbiased=False)
+        self.state_mean.copy_(states.mean(dim=0))
+        self.state_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+    def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_std) of the pre-tanh Gaussian."""
+        h = self.trunk((states - self.state_mean) / self.state_std)
+        return self.mean(h), self.log_std(h).clamp(self.log_std_min, self.log_std_max)
+
+    def loss(
+        self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """NLL of the data actions + entropy_weight * (-entropy) (paper eq. 4).
+
+        The entropy is estimated with one reparameterised sample per state, -log pi(a~). Data
+        actions are clipped to +-(1 - 1e-6) max_action so atanh stays finite.
+        """
+        mean, log_std = self(states)
+        bound = (1.0 - 1e-6) * self.max_action
+        u_data = torch.atanh(actions.clamp(-bound, bound) / self.max_action)
+        nll = -tanh_gaussian_log_prob(u_data, mean, log_std, self.max_action).mean()
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        u_sample = mean + log_std.exp() * eps
+        neg_entropy = tanh_gaussian_log_prob(u_sample, mean, log_std, self.max_action).mean()
+        loss = nll + self.entropy_weight * neg_entropy
+        return loss, {"nll": float(nll.detach()), "entropy": float(-neg_entropy.detach())}
+
+    @torch.no_grad()
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean, log_std = self(states)
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        return self.max_action * torch.tanh(mean + log_std.exp() * eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Uniform
+# --------------------------------------------------------------------------------------------
+class UniformRolloutPolicy(nn.Module):
+    """Actions uniform in the box [low, high); ignores the states except for the batch size."""
+
+    def __init__(self, low: ArrayLike, high: ArrayLike) -> None:
+        super().__init__()
+        low_t = torch.as_tensor(np.asarray(low, dtype=np.float32))
+        high_t = torch.as_tensor(np.asarray(high, dtype=np.float32))
+        if low_t.shape != high_t.shape or low_t.ndim != 1:
+            raise ValueError(
+                f"low and high must be 1-D of equal shape, got {tuple(low_t.shape)} and {tuple(high_t.shape)}"
+            )
+        if bool((high_t < low_t).any()):
+            raise ValueError("every high must be >= low")
+        self.register_buffer("low", low_t)
+        self.register_buffer("high", high_t)
+
+    @torch.no_grad()
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand(
+            states.shape[0], self.low.shape[0], device=self.low.device, dtype=self.low.dtype, generator=generator
+        )
+        # The clamp only guards against float rounding pushing low + (high - low) * u past high.
+        return torch.clamp(self.low + (self.high - self.low) * u, self.low, self.high)
+
+
+RolloutPolicyModule = CVAERolloutPolicy | GaussianRBCPolicy | UniformRolloutPolicy
+
+
+# --------------------------------------------------------------------------------------------
+# Construction and training
+# --------------------------------------------------------------------------------------------
+def build_rollout_policy(
+    kind: RolloutKind, obs_dim: int, act_dim: int, max_action: float, config: RolloutPolicyConfig
+) -> RolloutPolicyModule:
+    """An untrained policy of `kind` (to train, or to `load_state_dict` into)."""
+    if kind == "cvae":
+        return CVAERolloutPolicy(obs_dim, act_dim, max_action, config)
+    if kind == "rbc":
+        return GaussianRBCPolicy(
+            obs_dim,
+            act_dim,
+            max_action,
+            hidden_dim=config.rbc_hidden_dim,
+            log_std_min=config.rbc_log_std_min,
+            log_std_max=config.rbc_log_std_max,
+            entropy_weight=config.rbc_entropy_weight,
+        )
+    if kind == "uniform":
+        return UniformRolloutPolicy([-max_action] * act_dim, [max_action] * act_dim)
+    raise ValueError(f"unknown rollout policy kind {kind!r}; choose cvae, rbc or uniform")
+
+
+def rollout_policy_pairs(transitions: Transitions, direction: Direction) -> tuple[np.ndarray, np.ndarray]:
+    """(conditioning states, actions): reverse -> (s', a), forward -> (s, a)."""
+    if direction == "reverse":
+        states = transitions.next_observations
+    elif direction == "forward":
+        states = transitions.observations
+    else:
+        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+    return states.astype(np.float32), transitions.actions.astype(np.float32)
+
+
+def _reset_linear_layers(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default nn.Linear init, but drawn from `generator` so training is seed-determined."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            if layer.bias is not None:
+                bound = 1.0 / math.sqrt(layer.weight.shape[1])
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+def train_rollout_policy(
+    kind: RolloutKind,
+    transitions: Transitions,
+    direction: Direction,
+    config: RolloutPolicyConfig,
+    max_action: float,
+    seed: int,
+    progress_callback: ProgressCallback | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[RolloutPolicyModule, dict[str, Any]]:
+    """Train a rollout policy of `kind` on the (condition, action) pairs of `direction`.
+
+    CVAE and RBC: Adam, `config.iterations` steps of `config.batch_size` pairs drawn uniformly with
+    replacement. Uniform trains nothing. Every random choice comes from a generator seeded with
+    `seed`. The report holds the loss averaged over the last `LOG_EVERY` iterations.
+    """
+    started = time.perf_counter()
+    policy = build_rollout_policy(kind, transitions.obs_dim, transitions.act_dim, max_action, config).to(device)
+    if isinstance(policy, UniformRolloutPolicy):
+        return policy, {"kind": kind, "iterations": 0, "train_seconds": time.perf_counter() - started}
+
+    states_np, actions_np = rollout_policy_pairs(transitions, direction)
+    n = len(states_np)
+    if n == 0:
+        raise ValueError("cannot train a rollout policy on zero transitions")
+    states = torch.as_tensor(states_np, device=device)
+    actions = torch.as_tensor(actions_np, device=device)
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    _reset_linear_layers(policy, gen)
+    if isinstance(policy, GaussianRBCPolicy):
+        policy.set_normalisation(states)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+
+    window: dict[str, float] = {}
+    window_steps = 0
+    report: dict[str, Any] = {"kind": kind, "iterations": config.iterations}
+    for it in range(1, config.iterations + 1):
+        idx = torch.randint(n, (config.batch_size,), device=device, generator=gen)
+        loss, metrics = policy.loss(states[idx], actions[idx], gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        metrics = {"loss": float(loss.detach()), **metrics}
+        for key, value in metrics.items():
+            window[key] = window.get(key, 0.0) + value
+        window_steps += 1
+        if it % LOG_EVERY == 0 or it == config.iterations:
+            averaged = {key: value / window_steps for key, value in window.items()}
+            report.update({f"final_{key}": value for key, value in averaged.items()})
+            if progress_callback is not None:
+                progress_callback(it, averaged)
+            window, window_steps = {}, 0
+    report["train_seconds"] = time.perf_counter() - started
+    return policy, report
