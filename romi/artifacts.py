@@ -1,9 +1,12 @@
 """Trained dynamics models and rollout policies, saved once and shared by every run that needs them.
 
 A model depends only on (dataset, direction, seed, its config) (spec §5), so its key is a hash of
-exactly those. Artifacts are written atomically (staging directory + rename) and built under an
-exclusive lock: concurrent runs that need the same model wait for the first to finish it instead of
-training it again.
+exactly those. Artifacts are built under an exclusive lock (a file lock on one machine; the sweep's
+`RayBuildLock` across a cluster): concurrent runs that need the same model wait for the first to
+finish it instead of training it again. The store is a local directory or any URI Ray Tune accepts
+as storage (`s3://`, `gs://`, ...): remote artifacts are read through a local cache. A write is
+complete when `info.json` appears: locally by renaming a staging directory, remotely by uploading
+`info.json` last.
 """
 
 from __future__ import annotations
@@ -44,20 +47,42 @@ class Artifact:
     path: Path
 
 
-class ArtifactStore:
-    """A directory of `<kind>/<key>/{state.pt, info.json}` with per-key build locks."""
+BuildLock = Callable[[str], contextlib.AbstractContextManager[None]]
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+
+def _is_remote(root: str) -> bool:
+    return "://" in root and not root.startswith("file://")
+
+
+class ArtifactStore:
+    """`<root>/<kind>/<key>/{state.pt, info.json}` with per-key build locks."""
+
+    def __init__(self, root: str | os.PathLike[str], lock: BuildLock | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.uri = str(root).removeprefix("file://")
+        self.remote = _is_remote(self.uri)
+        if self.remote:
+            import pyarrow.fs
+
+            self.fs, self.base = pyarrow.fs.FileSystem.from_uri(self.uri)
+            self.cache = Path(cache_dir or Path.home() / ".cache" / "romi" / "artifacts")
+        self.root = self.cache if self.remote else Path(self.uri)
+        self.lock: BuildLock = lock or self._file_lock
 
     def path(self, key: str) -> Path:
+        """Where the artifact is (or is cached) on this machine."""
         return self.root / key
 
     def exists(self, key: str) -> bool:
+        if self.remote:
+            import pyarrow.fs
+
+            info = self.fs.get_file_info(f"{self.base}/{key}/info.json")
+            return info.type != pyarrow.fs.FileType.NotFound
         return (self.path(key) / "info.json").is_file()
 
     @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
+    def _file_lock(self, key: str) -> Iterator[None]:
         lock_path = self.root / ".locks" / (key.replace("/", "__") + ".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a+") as handle:
@@ -76,7 +101,7 @@ class ArtifactStore:
         identity: dict[str, Any],
     ) -> Artifact:
         """Load artifact `key` into `empty()`, or `build()` and save it (once, under a lock)."""
-        with self._lock(key):
+        with self.lock(key):
             if self.exists(key):
                 return self._load(key, empty)
             started = time.perf_counter()
@@ -87,6 +112,8 @@ class ArtifactStore:
 
     def _load(self, key: str, empty: Callable[[], nn.Module]) -> Artifact:
         directory = self.path(key)
+        if self.remote and not (directory / "info.json").is_file():
+            self._download(key)
         info = json.loads((directory / "info.json").read_text())
         module = empty()
         module.load_state_dict(torch.load(directory / "state.pt", map_location="cpu", weights_only=True))
@@ -99,6 +126,31 @@ class ArtifactStore:
         try:
             torch.save(module.state_dict(), staging / "state.pt")
             (staging / "info.json").write_text(json.dumps(info, indent=2, default=str))
+            if self.remote:
+                self._upload(key, staging)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _upload(self, key: str, local: Path) -> None:
+        import pyarrow.fs
+
+        destination = f"{self.base}/{key}"
+        self.fs.create_dir(destination, recursive=True)
+        for name in ("state.pt", "info.json"):  # info.json last: its presence marks a complete artifact
+            pyarrow.fs.copy_files(str(local / name), f"{destination}/{name}", destination_filesystem=self.fs)
+
+    def _download(self, key: str) -> None:
+        import pyarrow.fs
+
+        final = self.path(key)
+        staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        staging.mkdir(parents=True)
+        try:
+            for name in ("state.pt", "info.json"):
+                pyarrow.fs.copy_files(f"{self.base}/{key}/{name}", str(staging / name), source_filesystem=self.fs)
+            shutil.rmtree(final, ignore_errors=True)
             staging.rename(final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -156,6 +157,93 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         )
         if meta.get("description"):
             console.print(f"    [dim]{meta['description']}[/]")
+
+
+@app.command("train")
+@friendly_errors
+def train(
+    task: Annotated[str, typer.Option(help="Task name (see `romi data list`).")],
+    method: Annotated[str, typer.Option(help="BCQ, CQL, ROMI-BCQ, ROMI-CQL, FOMI-BCQ or ROMI-RBC-BCQ.")],
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    profile: Annotated[str, typer.Option(help="paper (the spec's numbers) or quick (minutes on a laptop).")] = "paper",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: --set bcq.batch_size=256 (repeatable).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/TASK/METHOD/seedS).")] = None,
+    artifacts: Annotated[Path, typer.Option(help="Where trained models and rollout policies are shared.")] = Path(
+        "runs/artifacts"
+    ),
+) -> None:
+    """Train one (task, method, seed) without Ray; resumes from its checkpoint, skips if finished."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from romi.config import build_run_config, parse_overrides
+    from romi.train import default_run_dir, train_run
+
+    config = build_run_config(task, method, seed, profile, parse_overrides(set_ or []))
+    run_dir = out or default_run_dir(Path("runs"), config)
+    console.print(f"[bold]{config.task} {config.method} seed {config.seed}[/] ({config.profile} profile) -> {run_dir}")
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[score]}"), console=err_console,
+    ) as bar:
+        handle = bar.add_task("gradient steps", total=config.gradient_steps, score="")
+
+        def on_eval(record, run) -> None:
+            bar.update(handle, completed=record.step, score=f"score {record.score:6.1f}")
+            bar.console.print(
+                f"step {record.step:>9,}  score {record.score:7.2f}  (local {record.score_local:7.2f})  "
+                f"return {record.return_mean:9.2f}  {record.steps_per_second:6.1f} steps/s"
+            )
+
+        summary = train_run(config, run_dir, artifacts, log=bar.console.print, on_eval=on_eval)
+    console.print(
+        f"[green]done[/] final score {summary['final_score']:.2f}, last-{config.eval.last_k} mean "
+        f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {run_dir}"
+    )
+
+
+@app.command("sweep")
+@friendly_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A sweep file, e.g. tune_configs/quick.yaml.")],
+    profile: Annotated[str | None, typer.Option(help="quick or paper: replaces the file's profile.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address ('auto' inside a cluster); default: local Ray.")
+    ] = None,
+    storage: Annotated[str, typer.Option(help="Local path or cloud URI (s3://, gs://) for results.")] = "runs/sweeps",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep; finished trials are kept.")] = False,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="Trials running at once (default: as resources allow).")
+    ] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).")] = None,
+) -> None:
+    """Run a paper table (or any sweep file) as a Ray Tune experiment."""
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import run_sweep
+
+    spec = load_sweep(config, profile)
+    trials = len(spec.trial_configs())
+    console.print(
+        f"[bold]sweep {spec.name}[/]: {len(spec.tasks)} tasks x {len(spec.methods)} methods x "
+        f"{len(spec.seed_list)} seeds = {trials} trials ({spec.profile} profile) -> {storage}/{spec.name}"
+    )
+    grid = run_sweep(spec, storage, address=address, resume=resume, max_concurrent=max_concurrent,
+                     num_cpus=num_cpus)
+    table = Table(title=f"{spec.name}: final normalised score per trial")
+    for column in ("task", "method", "seed", "steps", "score", "status"):
+        table.add_column(column)
+    errors = 0
+    for result in grid:
+        metrics, cfg = result.metrics or {}, result.config or {}
+        errors += result.error is not None
+        table.add_row(str(cfg.get("task")), str(cfg.get("method")), str(cfg.get("seed")), str(metrics.get("step", "-")),
+                      f"{metrics['score']:.2f}" if "score" in metrics else "-",
+                      "[red]error[/]" if result.error else "ok")
+    console.print(table)
+    if errors:
+        err_console.print(f"[red]{errors} trial(s) failed[/]; rerun with --resume to retry them")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`

@@ -91,7 +91,7 @@ def make_dataset(
     )
 
 
-def _recipe(task: TaskSpec):  # noqa: ANN202 - returns one of the recipe functions
+def _recipe(task: TaskSpec):
     if task.recipe == "maze":
         from romi.data.make.maze import make_maze_dataset
 

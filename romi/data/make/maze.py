@@ -11,6 +11,7 @@ reached. Raw `env.unwrapped.step` + `minari.create_dataset_from_buffers` instead
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections import deque
@@ -150,7 +151,7 @@ def make_maze_dataset(
     env.close()
 
     episodes = []
-    for start, end in zip(boundaries[:-1], boundaries[1:], strict=True):
+    for start, end in itertools.pairwise(boundaries):
         length = end - start
         truncations = np.zeros(length, dtype=bool)
         truncations[-1] = True  # goal reached (or the recording ended): a cut, never a terminal

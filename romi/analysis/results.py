@@ -1,0 +1,152 @@
+"""Every evaluation of every trial as one tidy DataFrame.
+
+Reads Tune experiment directories (`<storage>/<sweep>/<trial>/{params.json, result.json}`), as
+written by `romi sweep`, and `romi train` run directories (`config.json`, `metrics.jsonl`), from a
+local path or any URI pyarrow understands (`s3://`, `gs://`, ...). Partially finished sweeps load
+too: a trial with no evaluation yet appears in `summarize_trials` as missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+IDENTITY = ["sweep", "trial", "task", "method", "seed", "profile"]
+METRICS = ["step", "score", "score_local", "return_mean", "return_std", "discrepancy", "steps_per_second",
+           "wall_time"]
+
+
+@dataclass(frozen=True)
+class _Trial:
+    sweep: str
+    name: str
+    identity: dict[str, Any]
+    records: list[dict[str, Any]]
+    status: str  # finished | running | error | pending
+    config: dict[str, Any]
+
+
+def _filesystem(path: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    if "://" in path and not path.startswith("file://"):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    from pathlib import Path
+
+    return pyarrow.fs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().resolve())
+
+
+def _read_text(fs: Any, path: str) -> str | None:
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def _json_lines(text: str | None) -> list[dict[str, Any]]:
+    records = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a crash mid-write: keep what came before
+    return records
+
+
+def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True)
+    markers = [info.path for info in fs.get_file_info(selector)
+               if info.base_name in ("params.json", "config.json") and info.type == pyarrow.fs.FileType.File]
+    for marker in sorted(markers):
+        directory = marker.rsplit("/", 1)[0]
+        if "/artifacts/" in directory + "/" or "/checkpoint_" in directory:
+            continue
+        if marker.endswith("params.json"):  # a Tune trial
+            params = json.loads(_read_text(fs, marker) or "{}")
+            if "task" not in params or "method" not in params:
+                continue
+            records = _json_lines(_read_text(fs, f"{directory}/result.json"))
+            errored = _read_text(fs, f"{directory}/error.txt") is not None
+            sweep = params.get("sweep") or directory.rsplit("/", 2)[-2]
+            config = params
+        else:  # a `romi train` run directory
+            config = json.loads(_read_text(fs, marker) or "{}")
+            if "task" not in config or "method" not in config:
+                continue
+            records = _json_lines(_read_text(fs, f"{directory}/metrics.jsonl"))
+            errored = False
+            sweep = "train"
+            if _read_text(fs, f"{directory}/summary.json") is not None and records:
+                records[-1]["done_fraction"] = 1.0
+        done = bool(records) and float(records[-1].get("done_fraction", 0.0)) >= 1.0
+        status = "error" if errored and not done else "finished" if done else "running" if records else "pending"
+        identity = {"task": config["task"], "method": config["method"], "seed": int(config.get("seed", 0)),
+                    "profile": config.get("profile", "paper")}
+        yield _Trial(sweep, directory.rsplit("/", 1)[-1], identity, records, status, config)
+
+
+def load_results(*paths: str) -> pd.DataFrame:
+    """One row per evaluation of every trial under `paths` (sweep dirs, storage roots or run dirs).
+
+    Columns: sweep, trial, task, method, seed, profile, status, step, score (D4RL-normalised),
+    score_local, return_mean, return_std, discrepancy, steps_per_second, wall_time, the training
+    losses as `train/...`, and the trial's config overrides as `config/...`.
+    """
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        fs, root = _filesystem(str(path))
+        for trial in _find_trials(fs, root):
+            overrides = trial.config.get("overrides") or {}
+            flat_overrides = pd.json_normalize(overrides, sep=".").to_dict("records")[0] if overrides else {}
+            base = {"sweep": trial.sweep, "trial": trial.name, **trial.identity, "status": trial.status,
+                    **{f"config/{k}": v for k, v in flat_overrides.items()}}
+            if not trial.records:
+                rows.append({**base, "step": np.nan})
+            for record in trial.records:
+                row = dict(base)
+                for key, value in record.items():
+                    if key in METRICS or key.startswith("train/"):
+                        row[key] = value
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=[*IDENTITY, "status", *METRICS])
+    for column in METRICS:
+        if column not in frame:
+            frame[column] = np.nan
+    frame["seed"] = frame["seed"].astype(int)
+    ordered = [*IDENTITY, "status", *METRICS]
+    rest = sorted(c for c in frame.columns if c not in ordered)
+    return frame[ordered + rest].sort_values(["sweep", "task", "method", "seed", "step"]).reset_index(drop=True)
+
+
+def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
+    """One row per trial: its status, last step, final score and the mean of its last `last_k` scores."""
+    def one(group: pd.DataFrame) -> pd.Series:
+        evaluated = group.dropna(subset=["score"]).sort_values("step")
+        return pd.Series({
+            "status": group["status"].iloc[0],
+            "steps": evaluated["step"].iloc[-1] if len(evaluated) else np.nan,
+            "evaluations": len(evaluated),
+            "final_score": evaluated["score"].iloc[-1] if len(evaluated) else np.nan,
+            "last_k_score": evaluated["score"].tail(last_k).mean() if len(evaluated) else np.nan,
+            "final_score_local": evaluated["score_local"].iloc[-1] if len(evaluated) else np.nan,
+            "discrepancy": evaluated["discrepancy"].iloc[-1] if len(evaluated) else np.nan,
+            "wall_time": evaluated["wall_time"].iloc[-1] if len(evaluated) else np.nan,
+        })
+
+    if results.empty:
+        return pd.DataFrame()
+    keys = ["sweep", "trial", "task", "method", "seed"]
+    return results.groupby(keys, sort=True).apply(one, include_groups=False).reset_index()

@@ -1,0 +1,145 @@
+"""The paper's Tables 1-4 with our numbers beside the paper's.
+
+Rows are the table's tasks, columns our methods (mean ± std over seeds of each trial's final score,
+or of the mean of its last k evaluations), the best of ours per row in bold, a Delta column where
+the paper has one (Table 3: ROMI-BCQ minus BCQ), then the paper's own columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from romi.analysis.results import summarize_trials
+
+OUR_METHODS = {
+    1: ["ROMI-BCQ", "BCQ"],
+    2: ["ROMI-CQL", "CQL"],
+    3: ["ROMI-BCQ", "FOMI-BCQ", "BCQ"],
+    4: ["ROMI-BCQ", "ROMI-RBC-BCQ", "BCQ"],
+}
+PAPER_COLUMNS = {
+    1: ["BC", "ROMI-BCQ", "MF", "MB"],
+    2: ["BC", "ROMI-CQL", "MF", "MB"],
+    3: ["ROMI-BCQ", "FOMI-BCQ", "BCQ"],
+    4: ["ROMI-BCQ", "ROMI-RBC-BCQ", "BCQ"],
+}
+DELTA = {3: ("ROMI-BCQ", "BCQ")}
+
+
+@cache
+def paper_numbers() -> pd.DataFrame:
+    """The paper's Tables 1-4: columns table, task, method, mean, std, source (MF/MB's algorithm)."""
+    with resources.files("romi.analysis").joinpath("paper_tables.csv").open() as handle:
+        return pd.read_csv(handle)
+
+
+def _cell(mean: float, std: float, bold: bool, style: str) -> str:
+    if np.isnan(mean):
+        return "—"
+    text = f"{mean:.1f} ± {std:.1f}" if not np.isnan(std) else f"{mean:.1f}"
+    if not bold:
+        return text
+    return {"markdown": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(style, text)
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    table: int
+    numbers: pd.DataFrame
+    """Index task; columns (source, column, stat): source 'ours' or 'paper', stat mean/std/n."""
+    missing: pd.DataFrame
+    """Expected trials (task, method, seed) with no evaluation yet, or failed."""
+
+    def display(self, style: str = "plain") -> pd.DataFrame:
+        """The table as strings: bold best of ours per row in `style` (plain, markdown, latex, html)."""
+        ours = OUR_METHODS[self.table]
+        rows = {}
+        for task, row in self.numbers.iterrows():
+            means = {m: row[("ours", m, "mean")] for m in ours}
+            finite = {m: v for m, v in means.items() if not np.isnan(v)}
+            best = max(finite.values()) if finite else np.nan
+            out = {}
+            for m in ours:
+                out[m] = _cell(means[m], row[("ours", m, "std")], bool(finite) and means[m] == best and len(finite) > 1,
+                               style)
+            if self.table in DELTA:
+                delta = row[("ours", "Delta", "mean")]
+                out["Delta"] = "—" if np.isnan(delta) else f"{delta:.1f}"
+            for column in PAPER_COLUMNS[self.table]:
+                out[f"paper {column}"] = _cell(row[("paper", column, "mean")], row[("paper", column, "std")], False,
+                                               style)
+            if self.table in DELTA:
+                out["paper Delta"] = f"{row[('paper', 'Delta', 'mean')]:.1f}"
+            rows[task] = out
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index.name = "task"
+        return frame
+
+    def to_markdown(self) -> str:
+        return self.display("markdown").to_markdown()
+
+    def to_latex(self) -> str:
+        return self.display("latex").style.to_latex(hrules=True)
+
+    def to_html(self) -> str:
+        return self.display("html").to_html(escape=False)
+
+
+def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str = "ran") -> PaperTable:
+    """Our results in the layout of the paper's Table `table` (1-4), beside the paper's numbers.
+
+    `last_k` = 1 uses each trial's final score; k > 1 the mean of its last k evaluations. `rows`:
+    'ran' keeps the tasks we have results for (all of the table's tasks if none), 'all' every task.
+    """
+    if table not in OUR_METHODS:
+        raise ValueError(f"the paper has Tables 1-4, not {table}")
+    paper = paper_numbers()
+    paper = paper[paper["table"] == table]
+    tasks = list(dict.fromkeys(paper["task"]))
+    summary = summarize_trials(results, last_k=last_k) if not results.empty else pd.DataFrame()
+    if rows == "ran" and not summary.empty:
+        ran = set(summary["task"])
+        tasks = [t for t in tasks if t in ran] or tasks
+
+    columns, records = [], []
+    ours = OUR_METHODS[table]
+    for task in tasks:
+        record: dict[tuple[str, str, str], float] = {}
+        for method in ours:
+            scores = (
+                summary[(summary["task"] == task) & (summary["method"] == method)]["last_k_score"].dropna()
+                if not summary.empty else pd.Series(dtype=float)
+            )
+            record[("ours", method, "mean")] = float(scores.mean()) if len(scores) else np.nan
+            record[("ours", method, "std")] = float(scores.std(ddof=0)) if len(scores) else np.nan
+            record[("ours", method, "n")] = float(len(scores))
+        if table in DELTA:
+            a, b = DELTA[table]
+            record[("ours", "Delta", "mean")] = record[("ours", a, "mean")] - record[("ours", b, "mean")]
+        for column in PAPER_COLUMNS[table]:
+            hit = paper[(paper["task"] == task) & (paper["method"] == column)]
+            record[("paper", column, "mean")] = float(hit["mean"].iloc[0]) if len(hit) else np.nan
+            record[("paper", column, "std")] = float(hit["std"].iloc[0]) if len(hit) else np.nan
+        if table in DELTA:
+            a, b = DELTA[table]
+            record[("paper", "Delta", "mean")] = record[("paper", a, "mean")] - record[("paper", b, "mean")]
+        records.append(record)
+        columns = list(record)
+    numbers = pd.DataFrame(records, index=pd.Index(tasks, name="task"), columns=pd.MultiIndex.from_tuples(columns))
+
+    missing = []
+    if not summary.empty:
+        for task in tasks:
+            for method in ours:
+                trials = summary[(summary["task"] == task) & (summary["method"] == method)]
+                for _, trial in trials.iterrows():
+                    if trial["status"] != "finished":
+                        missing.append({"task": task, "method": method, "seed": trial["seed"],
+                                        "status": trial["status"], "evaluations": trial["evaluations"]})
+    missing_frame = pd.DataFrame(missing, columns=["task", "method", "seed", "status", "evaluations"])
+    return PaperTable(table, numbers, missing_frame)

@@ -1,0 +1,110 @@
+"""Sweep files (`tune_configs/*.yaml`): which tasks x methods x seeds, with what resources.
+
+A sweep file is validated completely before Ray starts: unknown keys, unknown tasks or methods, bad
+override values and missing datasets are reported together, each with its fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from romi.config import Method, Profile, RunConfig, build_run_config
+from romi.errors import ConfigError, DatasetMissingError, RomiError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrialResources(_Frozen):
+    cpu: float = Field(1.0, gt=0)
+    """CPUs of the trial's own process (learner and evaluation)."""
+    gpu: float = Field(0.0, ge=0)
+    """GPUs per trial; fractions share a GPU between trials."""
+    rollout_workers: int = Field(1, ge=0)
+    """Rollout actors of 1 CPU each that build the model buffer (0: in the trial's process)."""
+
+
+class SweepSpec(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    table: int | None = Field(None, ge=1, le=4)
+    """The paper table this sweep reproduces (for reports)."""
+    tasks: tuple[str, ...] = Field(min_length=1)
+    methods: tuple[Method, ...] = Field(min_length=1)
+    seeds: int | tuple[int, ...] = 3
+    """A count (seeds 0..n-1) or an explicit list."""
+    profile: Profile = "paper"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """Config overrides applied to every trial (nested, as `--set` paths)."""
+    resources: TrialResources = TrialResources()
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+    """Times a failing trial is retried from its last checkpoint."""
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seeds)) if isinstance(self.seeds, int) else self.seeds
+
+    def trial_configs(self) -> list[RunConfig]:
+        """Every trial's resolved config (also validates the overrides for every task and method)."""
+        return [
+            build_run_config(task, method, seed, self.profile, self.overrides)
+            for task, method, seed in itertools.product(self.tasks, self.methods, self.seed_list)
+        ]
+
+
+def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
+    """Read and validate a sweep file; `profile` (quick|paper) replaces the file's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist", "see tune_configs/ for the paper's tables")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep file {path} must be a mapping of keys to values")
+    raw.setdefault("name", path.stem)
+    if profile is not None:
+        raw["profile"] = profile
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" + (
+                f" (valid keys: {', '.join(SweepSpec.model_fields)})" if e["type"] == "extra_forbidden" else ""
+            )
+            for e in err.errors()
+        )
+        raise ConfigError(f"sweep file {path}: {problems}", "fix the named keys") from None
+    try:
+        spec.trial_configs()
+    except RomiError as err:
+        raise type(err)(f"sweep file {path}: {err.problem}", err.hint) from None
+    return spec
+
+
+def check_datasets(spec: SweepSpec) -> dict[str, str]:
+    """task -> dataset id for every task of the sweep; all missing ones reported at once."""
+    from romi.data.minari_io import resolve_dataset_id
+    from romi.data.tasks import get_task
+
+    found, missing = {}, []
+    data_source = spec.overrides.get("data_source", "auto")
+    for task in spec.tasks:
+        try:
+            found[task] = resolve_dataset_id(get_task(task), data_source)
+        except DatasetMissingError as err:
+            missing.append(f"  {task}: {err.hint}")
+    if missing:
+        raise DatasetMissingError(
+            f"sweep {spec.name}: {len(missing)} of {len(spec.tasks)} tasks have no dataset:\n" + "\n".join(missing),
+            "get the datasets above, or drop those tasks from the sweep file",
+        )
+    return found

@@ -1,0 +1,100 @@
+"""`romi sweep`: a sweep file -> a Ray Tune experiment, on the local Ray instance or a cluster.
+
+The experiment lives at `<storage>/<sweep name>/`: Tune's own trial directories (result.json,
+progress.csv, params.json, checkpoints; readable by `Tuner.restore`, `ExperimentAnalysis` and
+TensorBoard) and `artifacts/`, the dynamics models and rollout policies shared by its trials.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from romi.errors import RomiError
+from romi.tune.spec import SweepSpec, check_datasets
+from romi.tune.trainable import romi_trainable, trial_name
+
+DEFAULT_STORAGE = "runs/sweeps"
+
+
+def _storage_uri(storage: str) -> str:
+    """Tune wants an absolute local path or a URI."""
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None:
+        # The embedded local instance: small object store, no dashboard, quiet.
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 object_store_memory=int(os.environ.get("ROMI_OBJECT_STORE_BYTES", 2 * 1024**3)))
+    else:
+        ray.init(address=address)
+
+
+def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
+                max_concurrent: int | None = None) -> Any:
+    """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`)."""
+    from ray import tune
+
+    from romi.tune.coordination import start_coordinator
+
+    storage_uri = _storage_uri(storage)
+    experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
+    start_coordinator()
+    resources = spec.resources
+    bundles = [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * resources.rollout_workers
+    trainable = tune.with_resources(romi_trainable, tune.PlacementGroupFactory(bundles))
+
+    if resume:
+        if not tune.Tuner.can_restore(experiment):
+            raise RomiError(f"no sweep to resume at {experiment}", "run it first without --resume")
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+
+    param_space = {
+        "task": tune.grid_search(list(spec.tasks)),
+        "method": tune.grid_search(list(spec.methods)),
+        "seed": tune.grid_search(list(spec.seed_list)),
+        "profile": spec.profile,
+        "overrides": spec.overrides,
+        "artifacts": f"{experiment}/artifacts",
+        "rollout_workers": resources.rollout_workers,
+        "sweep": spec.name,
+        "table": spec.table,
+    }
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent or spec.max_concurrent,
+            trial_name_creator=lambda trial: trial_name(trial.config),
+            trial_dirname_creator=lambda trial: trial_name(trial.config),
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_uri,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            progress_reporter=tune.CLIReporter(
+                metric_columns={"step": "step", "score": "score", "return_mean": "return",
+                                "steps_per_second": "steps/s"},
+                parameter_columns={"task": "task", "method": "method", "seed": "seed"},
+                max_report_frequency=30,
+                sort_by_metric=False,
+            ),
+            verbose=1,
+        ),
+    )
+
+
+def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str | None = None,
+              resume: bool = False, max_concurrent: int | None = None, num_cpus: int | None = None) -> Any:
+    """Check the data, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`."""
+    check_datasets(spec)  # fail fast, before any trial starts
+    init_ray(address, num_cpus)
+    tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent)
+    return tuner.fit()

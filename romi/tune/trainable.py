@@ -1,0 +1,57 @@
+"""The Tune trainable: one (task, method, seed) through `romi.pipeline.Run`, reported to Tune.
+
+It is a thin layer: every evaluation is reported with a checkpoint of the whole run, so a trial that
+fails is retried from its last evaluation with no repeated or missing evaluations, and a resumed
+sweep never recomputes a finished trial.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from romi.artifacts import ArtifactStore
+from romi.config import build_run_config
+from romi.pipeline import Run, build_buffer_in_process
+
+CHECKPOINT_FILE = "run.pt"
+
+
+def trial_name(config: dict[str, Any]) -> str:
+    return f"{config['task']}_{config['method']}_seed{config['seed']}"
+
+
+def romi_trainable(trial: dict[str, Any]) -> None:
+    """Tune function trainable. `trial` holds task, method, seed, profile, overrides, artifacts, workers."""
+    from ray import tune
+
+    from romi.imagination.workers import RayBufferBuilder
+    from romi.tune.coordination import RayBuildLock
+
+    context = tune.get_context()
+    config = build_run_config(trial["task"], trial["method"], trial["seed"], trial["profile"], trial["overrides"])
+    if context.get_trial_resources().required_resources.get("GPU", 0) > 0:
+        config = config.model_copy(update={"device": "cuda"})
+    lock = RayBuildLock(owner=context.get_trial_id()) if trial.get("coordinated", True) else None
+    artifacts = ArtifactStore(trial["artifacts"], lock=lock)
+    workers = int(trial.get("rollout_workers", 0))
+    builder = RayBufferBuilder(workers, log=print) if workers > 0 else build_buffer_in_process
+    run = Run(config, artifacts, buffer_builder=builder, log=print)
+    run.setup()
+    run.start_clock()
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            run.load_state_dict(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False))
+        print(f"resumed from step {run.step:,}")
+
+    identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
+    for record in run.train():
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
+            metrics = {**identity, **record.flat(), "done_fraction": run.step / (config.gradient_steps or 1)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
