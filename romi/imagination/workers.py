@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from romi.imagination.rollout import Rollouts, generate_shard
 from romi.models.termination import termination_fn
 

@@ -1,0 +1,1 @@
+"""Imagination: pure batched rollouts, the model buffer, and the mixed sampler."""
