@@ -28,14 +28,14 @@ import torch
 from torch import nn
 
 
-def artifact_key(kind: str, **identity: Any) -> str:
+def artifact_key(artifact_kind: str, /, **identity: Any) -> str:
     """A readable, collision-safe directory name for the artifact with this identity."""
-    blob = json.dumps({"kind": kind, **identity}, sort_keys=True, default=str)
+    blob = json.dumps({"artifact": artifact_kind, **identity}, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
     readable = "-".join(
         str(identity[k]).replace("/", "_") for k in ("dataset_id", "direction", "seed") if k in identity
     )
-    return f"{kind}/{readable}-{digest}"
+    return f"{artifact_kind}/{readable}-{digest}"
 
 
 @dataclass(frozen=True)

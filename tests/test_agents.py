@@ -77,7 +77,7 @@ def test_cql_switches_from_behaviour_cloning_to_q_learning(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize(("cls", "config"), [(BCQ, SMALL_BCQ), (CQL, SMALL_CQL)])
-def test_checkpoint_restore_next_update_is_bit_identical(cls, config) -> None:  # noqa: ANN001
+def test_checkpoint_restore_next_update_is_bit_identical(cls, config) -> None:
     agent = cls(4, 2, 1.0, config, seed=3)
     for i in range(5):
         agent.update(_batch(seed=i))
@@ -94,7 +94,7 @@ def test_checkpoint_restore_next_update_is_bit_identical(cls, config) -> None:  
 
 
 @pytest.mark.parametrize(("cls", "config"), [(BCQ, SMALL_BCQ), (CQL, SMALL_CQL)])
-def test_same_seed_same_metrics_and_bounded_actions(cls, config) -> None:  # noqa: ANN001
+def test_same_seed_same_metrics_and_bounded_actions(cls, config) -> None:
     runs = []
     for _ in range(2):
         agent = cls(4, 2, 1.0, config, seed=7)
@@ -106,7 +106,7 @@ def test_same_seed_same_metrics_and_bounded_actions(cls, config) -> None:  # noq
 
 
 @pytest.mark.parametrize(("cls", "config"), [(BCQ, SMALL_BCQ), (CQL, SMALL_CQL.model_copy(update={"bc_steps": 0}))])
-def test_critic_learns_a_one_step_bandit(cls, config) -> None:  # noqa: ANN001
+def test_critic_learns_a_one_step_bandit(cls, config) -> None:
     """Terminal one-step data with reward = first action coordinate: Q must rank actions by reward."""
     agent = cls(4, 2, 1.0, config.model_copy(update={"gamma": 0.0}), seed=0)
     g = torch.Generator().manual_seed(0)

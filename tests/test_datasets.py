@@ -25,7 +25,7 @@ from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingE
 runner = CliRunner()
 
 
-def _check_episode_structure(data) -> None:  # noqa: ANN001
+def _check_episode_structure(data) -> None:
     same_episode = data.episode_ids[1:] == data.episode_ids[:-1]
     # Within an episode, s'_t is s_{t+1}; episodes end in a terminal or a timeout, nowhere else.
     assert np.array_equal(data.next_observations[:-1][same_episode], data.observations[1:][same_episode])
@@ -130,7 +130,7 @@ def test_existing_dataset_is_not_overwritten_unless_asked(umaze_dataset: str) ->
 def test_interrupted_write_leaves_nothing(isolated_minari_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import minari
 
-    def explode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(minari, "create_dataset_from_buffers", explode)

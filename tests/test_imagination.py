@@ -19,7 +19,7 @@ class ShiftModel:
         self.direction = direction
         self.poison_above = poison_above
 
-    def step(self, states, actions, generator=None):  # noqa: ANN001, ANN201
+    def step(self, states, actions, generator=None):
         other = states - actions if self.direction == "reverse" else states + actions
         rewards = (other if self.direction == "reverse" else states)[:, 0].clone()
         if self.poison_above is not None:
@@ -28,7 +28,7 @@ class ShiftModel:
 
 
 class ConstantPolicy:
-    def sample(self, states, generator=None):  # noqa: ANN001, ANN201
+    def sample(self, states, generator=None):
         return torch.full((states.shape[0], states.shape[1]), 0.1)
 
 
@@ -73,7 +73,8 @@ def test_fill_buffer_returns_exactly_n() -> None:
     def starts(n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(n, 2, generator=gen)
 
-    out = fill_buffer(ShiftModel("reverse"), ConstantPolicy(), starts, 1234, 5, never, 100, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    out = fill_buffer(ShiftModel("reverse"), ConstantPolicy(), starts, 1234, 5, never, 100, generator)
     assert len(out) == 1234
 
 

@@ -38,7 +38,7 @@ def test_controller_reaches_the_fixed_goal_in_every_maze(name: str) -> None:
         obs, _ = env.reset(seed=episode)
         reached = False
         for _ in range(task.horizon):
-            obs, reward, _, truncated, _ = env.step(actor(obs))
+            obs, _reward, _, truncated, _ = env.step(actor(obs))
             reached |= bool(np.linalg.norm(obs[:2] - goal_xy(task)) <= GOAL_RADIUS)
             if truncated:
                 break

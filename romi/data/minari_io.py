@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -260,7 +261,9 @@ def write_dataset(
         raise DatasetExistsError(f"dataset {dataset_id!r} already exists at {final}", "pass --overwrite to replace it")
     staging_root = datasets_root().parent / f".romi-staging-{uuid.uuid4().hex[:12]}"
     try:
-        with _minari_root(staging_root):
+        with _minari_root(staging_root), warnings.catch_warnings():
+            # Minari nags about author/e-mail/permalink; provenance is in our description and metadata.
+            warnings.filterwarnings("ignore", message=r"`(code_permalink|author|author_email)` is set to None")
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=list(episodes),

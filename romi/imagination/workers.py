@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +46,11 @@ class RolloutWorker:
     ) -> None:
         torch.set_num_threads(threads)  # one actor per CPU: no oversubscription
         self.model, self.policy = model.eval(), policy.eval()
-        # The pool arrives as a read-only view of the object store; torch only reads it.
-        self.start_pool = torch.as_tensor(np.asarray(start_pool))
-        self.start_weights = None if start_weights is None else torch.as_tensor(np.asarray(start_weights))
+        # The pool arrives as a read-only view of the object store; torch only reads it (no copy).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.start_pool = torch.as_tensor(np.asarray(start_pool))
+            self.start_weights = None if start_weights is None else torch.as_tensor(np.asarray(start_weights))
         self.horizon, self.start_batch_size = horizon, start_batch_size
         self.is_done = termination_fn(domain, goal)
 
@@ -77,6 +80,8 @@ class RayBufferBuilder:
     log: Any = print
     stats: list[dict[str, float]] = field(default_factory=list)
     workers: list[Any] = field(default_factory=list)
+    on_workers_started: Any = None
+    """Called with the actor handles before any shard is submitted (tests use it to kill one)."""
 
     def __call__(
         self,
@@ -103,6 +108,8 @@ class RayBufferBuilder:
             worker_cls.remote(model_ref, policy_ref, pool_ref, weights_ref, horizon, domain, goal, start_batch_size)
             for _ in range(self.num_workers)
         ]
+        if self.on_workers_started is not None:
+            self.on_workers_started(self.workers)
         pending = [
             self.workers[i % self.num_workers].generate.options(num_returns=2).remote(size, seed)
             for i, (size, seed) in enumerate(plan)

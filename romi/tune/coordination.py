@@ -36,13 +36,24 @@ class BuildCoordinator:
         return dict(self.building)
 
 
+_coordinator: Any = None  # the driver keeps the handle: a non-detached actor lives while it is referenced
+
+
 def start_coordinator() -> Any:
-    """Create (or find) the sweep's coordinator actor; it lives as long as the driver."""
+    """Create (or find) the sweep's coordinator actor; it lives as long as the driver holds it."""
     import ray
 
-    return ray.remote(num_cpus=0)(BuildCoordinator).options(
-        name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime=None
+    global _coordinator
+    if _coordinator is not None:
+        try:
+            ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)
+            return _coordinator  # still alive; replacing the owning handle would kill it
+        except ValueError:
+            pass
+    _coordinator = ray.remote(num_cpus=0)(BuildCoordinator).options(
+        name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True
     ).remote()
+    return _coordinator
 
 
 class RayBuildLock:

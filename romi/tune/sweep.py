@@ -37,12 +37,18 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
-                max_concurrent: int | None = None) -> Any:
-    """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`)."""
+                max_concurrent: int | None = None, stop: Any = None, extra: dict[str, Any] | None = None) -> Any:
+    """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`).
+
+    `stop` is a Tune stopper; `extra` adds keys to every trial's config (tests inject failures).
+    """
     from ray import tune
 
     from romi.tune.coordination import start_coordinator
 
+    # Tune's legacy reporter prints what a sweep user wants: trials running/finished, their latest
+    # step and score, and the best trial so far. (The newer output engine ignores reporters.)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage_uri = _storage_uri(storage)
     experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
     start_coordinator()
@@ -65,6 +71,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         "rollout_workers": resources.rollout_workers,
         "sweep": spec.name,
         "table": spec.table,
+        **(extra or {}),
     }
     return tune.Tuner(
         trainable,
@@ -77,6 +84,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage_uri,
+            stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             progress_reporter=tune.CLIReporter(
@@ -84,6 +92,8 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
                                 "steps_per_second": "steps/s"},
                 parameter_columns={"task": "task", "method": "method", "seed": "seed"},
                 max_report_frequency=30,
+                metric="score",
+                mode="max",
                 sort_by_metric=False,
             ),
             verbose=1,

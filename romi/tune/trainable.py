@@ -55,3 +55,16 @@ def romi_trainable(trial: dict[str, Any]) -> None:
             torch.save(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
             metrics = {**identity, **record.flat(), "done_fraction": run.step / (config.gradient_steps or 1)}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        _maybe_fail_once(trial, run.step)
+
+
+def _maybe_fail_once(trial: dict[str, Any], step: int) -> None:
+    """Fault-injection for tests: `fail_once_at_step` raises once, after that step's checkpoint."""
+    fail_at = trial.get("fail_once_at_step")
+    if fail_at is None or step != fail_at:
+        return
+    marker = Path(trial["artifacts"]) / f".failed-once-{trial_name(trial)}"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise RuntimeError(f"injected failure at step {step}")

@@ -1,0 +1,184 @@
+"""The Ray layer: parallel imagination actors and Tune sweeps, on a small local (multi-node) Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from romi.config import DynamicsConfig, RolloutPolicyConfig
+from romi.imagination.rollout import shard_plan
+from romi.imagination.workers import RayBufferBuilder
+from romi.models.dynamics import DynamicsModel
+from romi.models.rollout_policy import build_rollout_policy
+from romi.pipeline import build_buffer_in_process
+
+pytestmark = pytest.mark.ray
+
+TINY_OVERRIDES = {
+    "gradient_steps": 100,
+    "eval": {"every": 50, "episodes": 1, "last_k": 1},
+    "dynamics": {"max_epochs": 1, "batches_per_epoch": 5, "hidden_dim": 32},
+    "rollout_policy": {"iterations": 50},
+    "imagination": {"buffer_size": 2000, "shard_size": 1000},
+    "bcq": {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "vae": {"hidden_dim": 32}},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(isolated_minari_store: Path):
+    """A two-node local cluster (2 CPUs each), no dashboard, small object stores."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 1024**2})
+    cluster.add_node(num_cpus=2, object_store_memory=150 * 1024**2)
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _model_and_policy():  # noqa: ANN202
+    config = DynamicsConfig(hidden_dim=16, hidden_layers=2, weight_decays=(0.0, 0.0, 0.0), ensemble_size=3,
+                            num_elites=2)
+    torch.manual_seed(0)
+    model = DynamicsModel(4, 2, config, "reverse").eval()
+    policy = build_rollout_policy("uniform", 4, 2, 1.0, RolloutPolicyConfig())
+    return model, policy
+
+
+def _build(builder, plan):  # noqa: ANN001, ANN202
+    model, policy = _model_and_policy()
+    pool = torch.as_tensor(np.random.default_rng(0).normal(size=(300, 4)), dtype=torch.float32)
+    return builder(model, policy, pool, None, plan, 5, "maze2d", None, 200)
+
+
+def test_buffer_is_the_same_for_any_number_of_workers(ray_cluster) -> None:  # noqa: ANN001
+    plan = shard_plan(6000, 1000, base_seed=11)
+    reference = _build(build_buffer_in_process, plan)
+    for workers in (1, 2, 3):
+        buffer = _build(RayBufferBuilder(workers, log=lambda m: None), plan)
+        assert len(buffer) == 6000
+        assert torch.equal(buffer.observations, reference.observations)
+        assert torch.equal(buffer.rewards, reference.rewards)
+
+
+def test_a_killed_worker_is_restarted_and_the_buffer_is_complete(ray_cluster) -> None:  # noqa: ANN001
+    import ray
+
+    plan = shard_plan(300_000, 5000, base_seed=5)
+    reference = _build(build_buffer_in_process, plan)
+    killed: list[int] = []
+
+    def kill_one_soon(workers) -> None:  # noqa: ANN001
+        pid = ray.get(workers[0].pid.remote())
+
+        def kill() -> None:
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        threading.Thread(target=kill, daemon=True).start()
+
+    builder = RayBufferBuilder(2, log=lambda m: None, on_workers_started=kill_one_soon)
+    buffer = _build(builder, plan)
+    assert killed, "the worker was not killed"
+    assert len(buffer) == 300_000
+    assert torch.equal(buffer.observations, reference.observations)
+    pids = {s["pid"] for s in builder.stats}
+    assert len(pids) == 3, "a restarted process finished the killed worker's shards"
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep_file(tmp_path_factory: pytest.TempPathFactory, umaze_dataset: str) -> Path:
+    import yaml
+
+    path = tmp_path_factory.mktemp("sweeps") / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "tasks": [umaze_dataset], "methods": ["ROMI-BCQ", "BCQ"], "seeds": 1, "profile": "quick",
+        "overrides": TINY_OVERRIDES, "resources": {"cpu": 1, "rollout_workers": 1},
+    }))
+    return path
+
+
+def _result_lines(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+    from romi.analysis.results import load_results
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import run_sweep
+
+    spec = load_sweep(tiny_sweep_file)
+    grid = run_sweep(spec, str(tmp_path), address="auto")
+    assert len(grid) == 2 and all(r.error is None for r in grid)
+    trials = sorted((tmp_path / "tiny").glob("maze2d-*"))
+    assert [t.name for t in trials] == ["maze2d-umaze-sparse_BCQ_seed0", "maze2d-umaze-sparse_ROMI-BCQ_seed0"]
+    for trial in trials:
+        assert [r["step"] for r in _result_lines(trial)] == [50, 100]
+    assert list((tmp_path / "tiny" / "artifacts" / "dynamics").glob("*/info.json")), "models live with the sweep"
+    frame = load_results(str(tmp_path / "tiny"))
+    assert set(frame["method"]) == {"ROMI-BCQ", "BCQ"} and len(frame) == 4
+    assert (frame["status"] == "finished").all()
+
+    before = {t.name: (t / "result.json").read_text() for t in trials}
+    run_sweep(spec, str(tmp_path), address="auto", resume=True)
+    assert {t.name: (t / "result.json").read_text() for t in trials} == before, "finished trials were recomputed"
+
+
+def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import build_tuner, check_datasets
+
+    spec = load_sweep(tiny_sweep_file).model_copy(update={"methods": ("BCQ",), "name": "flaky"})
+    check_datasets(spec)
+    grid = build_tuner(spec, str(tmp_path), extra={"fail_once_at_step": 50}).fit()
+    assert grid[0].error is None
+    lines = _result_lines(tmp_path / "flaky" / "maze2d-umaze-sparse_BCQ_seed0")
+    assert [r["step"] for r in lines] == [50, 100], "no repeated or missing evaluations"
+    assert any(tmp_path.glob("flaky/artifacts/.failed-once-*")), "the failure was injected"
+
+
+def test_an_interrupted_sweep_resumes_the_rest(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+    """Ctrl-C the driver once the first trial has finished; --resume runs the rest, keeps the first."""
+    import subprocess
+    import sys
+
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import build_tuner
+
+    script = (
+        "import sys; from romi.tune.spec import load_sweep; from romi.tune.sweep import run_sweep; "
+        f"run_sweep(load_sweep({str(tiny_sweep_file)!r}).model_copy(update={{'name': 'interrupted'}}), "
+        f"{str(tmp_path)!r}, address={ray_cluster.address!r}, max_concurrent=1)"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = tmp_path / "interrupted"
+    deadline = time.time() + 180
+    first: Path | None = None
+    while first is None and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        for trial in root.glob("maze2d-*"):
+            if (trial / "result.json").exists() and len(_result_lines(trial)) == 2:
+                first = trial
+    assert first is not None, "the first trial never finished"
+    driver.send_signal(signal.SIGINT)
+    driver.wait(timeout=120)
+    finished_text = (first / "result.json").read_text()
+
+    spec = load_sweep(tiny_sweep_file).model_copy(update={"name": "interrupted"})
+    grid = build_tuner(spec, str(tmp_path), resume=True).fit()
+    assert len(grid) == 2 and all(r.error is None for r in grid)
+    assert (first / "result.json").read_text() == finished_text, "the finished trial was recomputed"
+    for trial in root.glob("maze2d-*"):
+        assert [r["step"] for r in _result_lines(trial)] == [50, 100]
