@@ -246,6 +246,29 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command("report")
+@friendly_errors
+def report(
+    sweeps: Annotated[list[str], typer.Argument(help="Sweep directories (or URIs), e.g. runs/sweeps/quick.")],
+    out: Annotated[Path, typer.Option(help="Where tables and figures are written.")] = Path("analysis/out"),
+    last_k: Annotated[int, typer.Option(help="Average each trial's last k evaluations (1: final score).")] = 1,
+    figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
+) -> None:
+    """The paper's tables with our numbers beside them, and the figures."""
+    from romi.analysis.report import make_report
+
+    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures)
+    for table, content in built.tables.items():
+        console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over seeds; best of ours in bold)\n")
+        console.print(content.to_markdown(), markup=False, highlight=False)
+    if not built.missing.empty:
+        err_console.print(f"[yellow]{len(built.missing)} trial(s) unfinished or failed:[/]")
+        for _, row in built.missing.iterrows():
+            err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {row['status']} "
+                              f"({row['evaluations']} evaluations)")
+    console.print(f"\nwrote {len(built.files)} files to {out}")
+
+
 def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`
     app()
 

@@ -171,7 +171,8 @@ class Run:
         direction = config.method_spec.direction
         assert direction is not None
         identity = {"dataset_id": self.dataset_id, "fingerprint": self.dataset_fingerprint,
-                    "direction": direction, "seed": config.seed}
+                    "direction": direction, "seed": config.seed,
+                    "obs_dim": self.data.obs_dim, "act_dim": self.data.act_dim}
 
         started = time.perf_counter()
         dynamics_identity = {**identity, "config": config.dynamics.model_dump()}

@@ -21,7 +21,7 @@ TINY = {
 }
 
 
-def _run(task: str, method: str, out: Path, artifacts: Path, seed: int = 0, **kwargs) -> tuple[dict, list[str]]:  # noqa: ANN003
+def _run(task: str, method: str, out: Path, artifacts: Path, seed: int = 0, **kwargs) -> tuple[dict, list[str]]:
     logs: list[str] = []
     config = build_run_config(task, method, seed, "quick", TINY)
     summary = train_run(config, out, artifacts, log=logs.append, **kwargs)
@@ -51,7 +51,7 @@ def test_interrupted_run_resumes_exactly_and_finished_run_is_skipped(umaze_datas
     _run(umaze_dataset, "ROMI-BCQ", tmp_path / "straight", artifacts)
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text()
 
-    def interrupt(record, run) -> None:  # noqa: ANN001
+    def interrupt(record, run) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -47,7 +47,7 @@ def ray_cluster(isolated_minari_store: Path):
     cluster.shutdown()
 
 
-def _model_and_policy():  # noqa: ANN202
+def _model_and_policy():
     config = DynamicsConfig(hidden_dim=16, hidden_layers=2, weight_decays=(0.0, 0.0, 0.0), ensemble_size=3,
                             num_elites=2)
     torch.manual_seed(0)
@@ -56,13 +56,13 @@ def _model_and_policy():  # noqa: ANN202
     return model, policy
 
 
-def _build(builder, plan):  # noqa: ANN001, ANN202
+def _build(builder, plan):
     model, policy = _model_and_policy()
     pool = torch.as_tensor(np.random.default_rng(0).normal(size=(300, 4)), dtype=torch.float32)
     return builder(model, policy, pool, None, plan, 5, "maze2d", None, 200)
 
 
-def test_buffer_is_the_same_for_any_number_of_workers(ray_cluster) -> None:  # noqa: ANN001
+def test_buffer_is_the_same_for_any_number_of_workers(ray_cluster) -> None:
     plan = shard_plan(6000, 1000, base_seed=11)
     reference = _build(build_buffer_in_process, plan)
     for workers in (1, 2, 3):
@@ -72,14 +72,14 @@ def test_buffer_is_the_same_for_any_number_of_workers(ray_cluster) -> None:  # n
         assert torch.equal(buffer.rewards, reference.rewards)
 
 
-def test_a_killed_worker_is_restarted_and_the_buffer_is_complete(ray_cluster) -> None:  # noqa: ANN001
+def test_a_killed_worker_is_restarted_and_the_buffer_is_complete(ray_cluster) -> None:
     import ray
 
     plan = shard_plan(300_000, 5000, base_seed=5)
     reference = _build(build_buffer_in_process, plan)
     killed: list[int] = []
 
-    def kill_one_soon(workers) -> None:  # noqa: ANN001
+    def kill_one_soon(workers) -> None:
         pid = ray.get(workers[0].pid.remote())
 
         def kill() -> None:
@@ -114,7 +114,7 @@ def _result_lines(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
-def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_sweep_file, tmp_path) -> None:
     from romi.analysis.results import load_results
     from romi.tune.spec import load_sweep
     from romi.tune.sweep import run_sweep
@@ -136,7 +136,7 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     assert {t.name: (t / "result.json").read_text() for t in trials} == before, "finished trials were recomputed"
 
 
-def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_file, tmp_path) -> None:
     from romi.tune.spec import load_sweep
     from romi.tune.sweep import build_tuner, check_datasets
 
@@ -149,7 +149,7 @@ def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_fil
     assert any(tmp_path.glob("flaky/artifacts/.failed-once-*")), "the failure was injected"
 
 
-def test_an_interrupted_sweep_resumes_the_rest(ray_cluster, tiny_sweep_file, tmp_path) -> None:  # noqa: ANN001
+def test_an_interrupted_sweep_resumes_the_rest(ray_cluster, tiny_sweep_file, tmp_path) -> None:
     """Ctrl-C the driver once the first trial has finished; --resume runs the rest, keeps the first."""
     import subprocess
     import sys

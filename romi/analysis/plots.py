@@ -1,0 +1,258 @@
+"""The report's figures (matplotlib, headless): learning curves, ours vs the paper, the paper's Figure 3
+for a maze, trajectory discrepancy per method, and reverse vs forward model accuracy by horizon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from romi.analysis.tables import OUR_METHODS, PaperTable
+
+METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
+                  "CQL": "tab:gray", "ROMI-RBC-BCQ": "tab:orange"}
+
+
+def _save(fig: plt.Figure, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".svg"):
+        target = path.with_suffix(suffix)
+        fig.savefig(target, dpi=120, bbox_inches="tight")
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
+    """One panel per task: normalised score against gradient steps, mean and a ±std band over seeds."""
+    data = results.dropna(subset=["score"])
+    tasks = sorted(data["task"].unique())
+    if not tasks:
+        return []
+    cols = min(3, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for method, group in data[data["task"] == task].groupby("method"):
+            stats = group.groupby("step")["score"].agg(["mean", "std"]).fillna(0.0)
+            colour = METHOD_COLOURS.get(str(method))
+            ax.plot(stats.index, stats["mean"], label=f"{method} ({group['seed'].nunique()} seeds)", color=colour)
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2,
+                            color=colour)
+        ax.set_title(task)
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("normalised score")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    return _save(fig, out)
+
+
+def ours_vs_paper(table: PaperTable, out: Path) -> list[Path]:
+    """Grouped bars per task: each of our methods beside the paper's number for it."""
+    methods = OUR_METHODS[table.table]
+    tasks = list(table.numbers.index)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * len(methods) / 2), 4))
+    width = 0.8 / (2 * len(methods))
+    x = np.arange(len(tasks))
+    for i, method in enumerate(methods):
+        colour = METHOD_COLOURS.get(method)
+        ours = table.numbers[("ours", method, "mean")].to_numpy(dtype=float)
+        ours_std = table.numbers[("ours", method, "std")].to_numpy(dtype=float)
+        key = ("paper", method, "mean")
+        paper = table.numbers[key].to_numpy(dtype=float) if key in table.numbers else np.full(len(tasks), np.nan)
+        ax.bar(x + (2 * i) * width, np.nan_to_num(ours), width, yerr=np.nan_to_num(ours_std), color=colour,
+               label=f"{method} (ours)")
+        ax.bar(x + (2 * i + 1) * width, np.nan_to_num(paper), width, color=colour, alpha=0.35, hatch="//",
+               label=f"{method} (paper)")
+    ax.set_xticks(x + 0.4 - width / 2, tasks, rotation=20, ha="right")
+    ax.set_ylabel("normalised score")
+    ax.set_title(f"Table {table.table}: ours vs the paper")
+    ax.legend(fontsize=8, ncols=2)
+    return _save(fig, out)
+
+
+def discrepancy_by_method(results: pd.DataFrame, out: Path) -> list[Path]:
+    """Average trajectory discrepancy (paper eq. 5) of each method's final evaluation, per task."""
+    final = results.dropna(subset=["discrepancy"]).sort_values("step").groupby(["task", "method", "seed"]).tail(1)
+    if final.empty:
+        return []
+    stats = final.groupby(["task", "method"])["discrepancy"].agg(["mean", "std"]).reset_index()
+    tasks = sorted(stats["task"].unique())
+    methods = sorted(stats["method"].unique())
+    fig, ax = plt.subplots(figsize=(max(5, 2 * len(tasks)), 3.5))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        rows = stats[stats["method"] == method].set_index("task").reindex(tasks)
+        ax.bar(np.arange(len(tasks)) + i * width, rows["mean"].fillna(0), width, yerr=rows["std"].fillna(0),
+               label=method, color=METHOD_COLOURS.get(method))
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
+    ax.set_ylabel("average trajectory discrepancy")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures that need the trained models: read from a sweep's artifacts and trial checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def _load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
+    from romi.config import DynamicsConfig
+    from romi.models.dynamics import DynamicsModel
+
+    for info_path in sorted((artifacts / "dynamics").glob("*/info.json")):
+        identity = json.loads(info_path.read_text())["identity"]
+        if (identity["dataset_id"], identity["direction"], identity["seed"]) == (dataset_id, direction, seed):
+            state = torch.load(info_path.parent / "state.pt", weights_only=True)
+            config = DynamicsConfig(**identity["config"])
+            model = DynamicsModel(identity["obs_dim"], identity["act_dim"], config, direction)  # type: ignore[arg-type]
+            model.load_state_dict(state)
+            return model.eval()
+    return None
+
+
+def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: Path, horizon: int = 5,
+                              segments: int = 500) -> list[Path]:
+    """Open-loop error of the reverse and forward models over `horizon` steps on real trajectories.
+
+    Forward: from s_t, apply the dataset's actions a_t..a_{t+k-1} with the elites' mean prediction
+    and compare with s_{t+k}. Reverse: from s_{t+H}, apply the actions backwards and compare with
+    s_{t+H-k}. Both use the same segments of the dataset.
+    """
+    from romi.data.minari_io import load_transitions
+
+    data = load_transitions(dataset_id)
+    rng = np.random.default_rng(0)
+    same = data.episode_ids[horizon:] == data.episode_ids[:-horizon]
+    starts = rng.choice(np.flatnonzero(same[: len(same)]), size=min(segments, int(same.sum())), replace=False)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plotted = False
+    for direction, colour in (("reverse", "tab:red"), ("forward", "tab:blue")):
+        model = _load_dynamics(artifacts, dataset_id, direction, seed)
+        if model is None:
+            continue
+        errors = []
+        with torch.no_grad():
+            if direction == "forward":
+                state = torch.as_tensor(data.observations[starts])
+                for k in range(horizon):
+                    mean, _ = model.predict(state, torch.as_tensor(data.actions[starts + k]))
+                    state = state + mean[model.elites].mean(0)[:, 1:]
+                    errors.append(float(((state.numpy() - data.next_observations[starts + k]) ** 2).mean()))
+            else:
+                state = torch.as_tensor(data.next_observations[starts + horizon - 1])
+                for k in range(horizon):
+                    index = starts + horizon - 1 - k
+                    mean, _ = model.predict(state, torch.as_tensor(data.actions[index]))
+                    state = state + mean[model.elites].mean(0)[:, 1:]
+                    errors.append(float(((state.numpy() - data.observations[index]) ** 2).mean()))
+        ax.plot(range(1, horizon + 1), errors, marker="o", color=colour, label=f"{direction} model")
+        plotted = True
+    if not plotted:
+        plt.close(fig)
+        return []
+    ax.set_xlabel("steps from the dataset state")
+    ax.set_ylabel("state MSE")
+    ax.set_yscale("log")
+    ax.set_title(f"model accuracy, {dataset_id}")
+    ax.legend()
+    return _save(fig, out)
+
+
+def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
+    checkpoints = sorted(trial_dir.glob("checkpoint_*/run.pt"))
+    if not checkpoints:
+        return None
+    return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+
+
+def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: int = 40,
+            episodes: int = 3) -> list[Path]:
+    """The paper's Figure 3 for a maze2d task: the dataset, reverse vs forward imagined rollouts, and
+    evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls."""
+    from romi.agents.bcq import BCQ
+    from romi.agents.cql import CQL
+    from romi.config import load_run_config
+    from romi.data.minari_io import load_transitions, resolve_dataset_id
+    from romi.data.tasks import get_task
+    from romi.envs import make_eval_env, maze_map
+    from romi.evaluation import evaluate
+    from romi.imagination.rollout import generate_rollouts
+    from romi.models.rollout_policy import UniformRolloutPolicy
+    from romi.models.termination import termination_fn
+
+    task = get_task(task_name)
+    if task.domain != "maze2d":
+        raise ValueError("Figure 3 is drawn for maze2d tasks")
+    dataset_id = resolve_dataset_id(task)
+    data = load_transitions(dataset_id)
+    grid = maze_map(task.env_id)
+    trials = {m: sweep_dir / f"{task.name}_{m}_seed{seed}" for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ")}
+    panels = ["dataset", "reverse imagination", "forward imagination", *[f"{m} policy" for m in trials]]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
+
+    def walls(ax: plt.Axes, title: str) -> None:
+        for r, row in enumerate(grid):
+            for c, cell in enumerate(row):
+                if cell == 1:
+                    x, y = c + 0.5 - len(row) / 2, len(grid) / 2 - r - 0.5
+                    ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color="0.25"))
+        ax.set_xlim(-len(grid[0]) / 2, len(grid[0]) / 2)
+        ax.set_ylim(-len(grid) / 2, len(grid) / 2)
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(data), size=min(5000, len(data)), replace=False)
+    for ax, title in zip(axes.flat, panels, strict=True):
+        walls(ax, title)
+        ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15)
+
+    policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
+    generator = torch.Generator().manual_seed(seed)
+    for ax, direction, colour in ((axes.flat[1], "reverse", "tab:red"), (axes.flat[2], "forward", "tab:blue")):
+        model = _load_dynamics(sweep_dir / "artifacts", dataset_id, direction, seed)
+        if model is None:
+            ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
+            continue
+        pool = data.next_observations if direction == "reverse" else data.observations
+        start = torch.as_tensor(pool[rng.choice(len(pool), starts, replace=False)])
+        with torch.no_grad():
+            rollouts = generate_rollouts(model, policy, start, 5, termination_fn("maze2d"), generator)
+        for s, s_next in zip(rollouts.observations.numpy(), rollouts.next_observations.numpy(), strict=True):
+            ax.plot([s[0], s_next[0]], [s[1], s_next[1]], color=colour, linewidth=0.8)
+        anchors = start.numpy()
+        ax.scatter(anchors[:, 0], anchors[:, 1], s=12, color="black", zorder=3,
+                   label="dataset states (rollouts end here)" if direction == "reverse" else "dataset start states")
+        ax.legend(fontsize=7, loc="lower right")
+
+    env = make_eval_env(task)
+    goal = np.array([task.goal_cell[1] + 0.5 - len(grid[0]) / 2, len(grid) / 2 - task.goal_cell[0] - 0.5])
+    for ax, (method, trial_dir) in zip(list(axes.flat)[3:], trials.items(), strict=True):
+        ax.scatter([goal[0]], [goal[1]], marker="*", s=200, color="gold", edgecolor="black", zorder=4)
+        state = _latest_run_state(trial_dir)
+        if state is None:
+            ax.text(0, 0, "no checkpoint", ha="center")
+            continue
+        config = load_run_config(state["config"])
+        learner = BCQ if config.method_spec.learner == "bcq" else CQL
+        agent = learner(data.obs_dim, data.act_dim, 1.0, config.bcq if learner is BCQ else config.cql, seed=seed)
+        agent.load_state_dict(state["agent"])
+        result = evaluate(agent.act, env, episodes=episodes, seed=10_000 + seed, record_states=True)
+        for trajectory in result.trajectories:
+            ax.plot(trajectory[:, 0], trajectory[:, 1], color=METHOD_COLOURS.get(method), linewidth=1)
+        ax.set_title(f"{method} policy (step {state['step']:,}, return {result.mean_return:.0f})")
+    fig.suptitle(f"{task.name}: reverse imagination ends in the data; forward leaves it (paper Fig. 3)")
+    return _save(fig, out)

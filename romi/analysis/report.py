@@ -1,0 +1,69 @@
+"""`romi report`: the paper's tables beside ours (md/html/tex) and the figures, for one or more sweeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from romi.analysis import plots
+from romi.analysis.results import load_results, summarize_trials
+from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
+from romi.errors import RomiError
+
+
+@dataclass
+class Report:
+    results: pd.DataFrame
+    tables: dict[int, PaperTable]
+    files: list[Path] = field(default_factory=list)
+    missing: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def relevant_tables(results: pd.DataFrame) -> list[int]:
+    """Tables whose tasks and methods the results cover (at least one task and two of its methods)."""
+    paper = paper_numbers()
+    chosen = []
+    for table, methods in OUR_METHODS.items():
+        tasks = set(paper[paper["table"] == table]["task"])
+        hit = results[results["task"].isin(tasks) & results["method"].isin(methods)]
+        if hit["method"].nunique() >= 2:
+            chosen.append(table)
+    return chosen
+
+
+def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) -> Report:
+    results = load_results(*sweeps)
+    if results.empty:
+        raise RomiError(f"no trials found under {', '.join(sweeps)}", "point at a sweep directory of `romi sweep`")
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(results, {})
+    for table in relevant_tables(results):
+        built = paper_table(results, table, last_k=last_k)
+        report.tables[table] = built
+        for suffix, text in (("md", built.to_markdown()), ("html", built.to_html()), ("tex", built.to_latex())):
+            path = out / f"table{table}.{suffix}"
+            path.write_text(text + "\n")
+            report.files.append(path)
+        if figures:
+            report.files += plots.ours_vs_paper(built, out / f"table{table}_vs_paper")
+    summary = summarize_trials(results, last_k=last_k)
+    report.missing = summary[summary["status"] != "finished"]
+    summary.to_csv(out / "trials.csv", index=False)
+    report.files.append(out / "trials.csv")
+    if figures:
+        report.files += plots.learning_curves(results, out / "learning_curves")
+        report.files += plots.discrepancy_by_method(results, out / "discrepancy")
+        for sweep in sweeps:
+            sweep_dir = Path(sweep)
+            maze = sorted(t for t in results["task"].unique() if t.startswith("maze2d"))
+            if maze and any((sweep_dir / "artifacts" / "dynamics").glob("*/info.json")):
+                from romi.data.minari_io import resolve_dataset_id
+                from romi.data.tasks import get_task
+
+                report.files += plots.figure3(sweep_dir, maze[0], out / f"figure3_{maze[0]}")
+                report.files += plots.model_accuracy_by_horizon(
+                    sweep_dir / "artifacts", resolve_dataset_id(get_task(maze[0])), 0, out / f"model_accuracy_{maze[0]}"
+                )
+    return report

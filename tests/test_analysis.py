@@ -1,0 +1,128 @@
+"""Analysis on a synthetic sweep directory laid out as Tune writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from romi.analysis import load_results, paper_numbers, paper_table, summarize_trials
+from romi.analysis.plots import discrepancy_by_method, learning_curves, ours_vs_paper
+from romi.cli import app
+
+# (method, seed) -> final score; the synthetic curve rises linearly to it over 3 evaluations.
+FINAL = {("ROMI-BCQ", 0): 120.0, ("ROMI-BCQ", 1): 140.0, ("FOMI-BCQ", 0): 10.0, ("FOMI-BCQ", 1): 20.0,
+         ("BCQ", 0): 40.0, ("BCQ", 1): 50.0}
+TASK = "maze2d-umaze-sparse"
+
+
+def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, error: bool = False) -> None:
+    trial = root / f"{TASK}_{method}_seed{seed}"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({
+        "task": TASK, "method": method, "seed": seed, "profile": "quick", "sweep": "synthetic",
+        "overrides": {"bcq": {"batch_size": 100}},
+    }))
+    lines = []
+    for step in steps:
+        lines.append(json.dumps({
+            "task": TASK, "method": method, "seed": seed, "step": step, "score": final * step / 300,
+            "score_local": final * step / 300 - 5, "return_mean": step / 10, "return_std": 1.0,
+            "discrepancy": 0.1 if method != "FOMI-BCQ" else 0.5, "steps_per_second": 30.0, "wall_time": step / 10,
+            "train/critic_loss": 1.0 / step, "done_fraction": step / 300,
+        }))
+    (trial / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
+    if error:
+        (trial / "error.txt").write_text("RuntimeError: boom")
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "synthetic"
+    for (method, seed), final in FINAL.items():
+        _trial(root, method, seed, [100, 200, 300], final)
+    _trial(root, "BCQ", 2, [100], 45.0, error=True)  # failed after one evaluation
+    _trial(root, "ROMI-BCQ", 2, [], 0.0)  # never reported
+    return root
+
+
+def test_results_schema_and_values(sweep: Path) -> None:
+    frame = load_results(str(sweep))
+    assert list(frame.columns[:14]) == ["sweep", "trial", "task", "method", "seed", "profile", "status", "step",
+                                        "score", "score_local", "return_mean", "return_std", "discrepancy",
+                                        "steps_per_second"]
+    assert "train/critic_loss" in frame and "config/bcq.batch_size" in frame
+    assert len(frame) == 6 * 3 + 1 + 1
+    final = frame[(frame["method"] == "ROMI-BCQ") & (frame["seed"] == 1) & (frame["step"] == 300)]
+    assert final["score"].item() == pytest.approx(140.0)
+    status = frame.groupby(["method", "seed"])["status"].first()
+    assert status[("BCQ", 2)] == "error" and status[("ROMI-BCQ", 2)] == "pending"
+    assert status[("ROMI-BCQ", 0)] == "finished"
+
+
+def test_summary_and_last_k(sweep: Path) -> None:
+    summary = summarize_trials(load_results(str(sweep)), last_k=2)
+    row = summary[(summary["method"] == "BCQ") & (summary["seed"] == 0)].iloc[0]
+    assert row["final_score"] == pytest.approx(40.0) and row["last_k_score"] == pytest.approx((40.0 + 80 / 3) / 2)
+
+
+def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
+    table = paper_table(load_results(str(sweep)), 3)
+    assert list(table.numbers.index) == [TASK]
+    shown = table.display("markdown")
+    assert list(shown.columns) == ["ROMI-BCQ", "FOMI-BCQ", "BCQ", "Delta", "paper ROMI-BCQ", "paper FOMI-BCQ",
+                                   "paper BCQ", "paper Delta"]
+    # BCQ seed 2 failed at 15.0 (45 * 100/300): it is counted with its last evaluation.
+    assert shown.loc[TASK, "ROMI-BCQ"] == "**130.0 ± 10.0**"
+    assert shown.loc[TASK, "FOMI-BCQ"] == "15.0 ± 5.0"
+    assert shown.loc[TASK, "paper ROMI-BCQ"] == "139.5 ± 3.6" and shown.loc[TASK, "paper Delta"] == "98.4"
+    assert set(table.missing["status"]) == {"error", "pending"}
+    assert r"\textbf{130.0" in table.to_latex() and "<b>130.0" in table.to_html()
+
+
+def test_paper_numbers_cover_tables_1_to_4() -> None:
+    paper = paper_numbers()
+    assert paper.groupby("table")["task"].nunique().to_dict() == {1: 12, 2: 12, 3: 12, 4: 6}
+    assert not paper["mean"].isna().any()
+    with pytest.raises(ValueError, match="Tables 1-4"):
+        paper_table(load_results(), 5)
+
+
+def test_each_plot_writes_a_non_empty_image(sweep: Path, tmp_path: Path) -> None:
+    frame = load_results(str(sweep))
+    files = learning_curves(frame, tmp_path / "lc") + discrepancy_by_method(frame, tmp_path / "d")
+    files += ours_vs_paper(paper_table(frame, 3), tmp_path / "bars")
+    assert len(files) == 6 and all(f.stat().st_size > 1000 for f in files)
+
+
+def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(tmp_path / "out")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Table 3" in result.output and "139.5 ± 3.6" in result.output
+    assert "BCQ seed 2: error" in result.output and "ROMI-BCQ seed 2: pending" in result.output
+    assert (tmp_path / "out" / "table3.md").exists() and (tmp_path / "out" / "learning_curves.png").exists()
+
+
+def test_report_on_nothing_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "no trials found" in result.output
+
+
+def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jupytext
+    import nbclient
+
+    notebook = jupytext.read(Path(__file__).parents[1] / "analysis" / "reproduce_tables.py")
+    monkeypatch.setenv("ROMI_SWEEP", str(sweep))
+    monkeypatch.setenv("ROMI_REPORT_OUT", str(tmp_path / "nb"))
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert (tmp_path / "nb" / "learning_curves.png").exists()
+    assert np.isfinite(len(os.listdir(tmp_path / "nb")))
