@@ -20,19 +20,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import peak_gflops  # noqa: E402
+import itertools
 
-from romi.agents.bcq import BCQ  # noqa: E402
-from romi.agents.cql import CQL  # noqa: E402
-from romi.config import BCQConfig, CQLConfig  # noqa: E402
-from romi.types import Batch  # noqa: E402
+from machine import peak_gflops
+
+from romi.agents.bcq import BCQ
+from romi.agents.cql import CQL
+from romi.config import BCQConfig, CQLConfig
+from romi.types import Batch
 
 OBS, ACT = 11, 3
 
 
 def mlp_flops(sizes: list[int], rows: int) -> float:
     """Forward FLOPs of an MLP with layer sizes [in, h1, ..., out] on `rows` rows."""
-    return sum(2.0 * rows * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return sum(2.0 * rows * a * b for a, b in itertools.pairwise(sizes))
 
 
 def bcq_step_flops(cfg: BCQConfig) -> float:
@@ -66,7 +68,7 @@ def batch(size: int) -> Batch:
                  torch.randn(size, generator=g), torch.randn(size, OBS, generator=g), torch.zeros(size))
 
 
-def steps_per_second(agent, data: Batch, steps: int) -> float:  # noqa: ANN001
+def steps_per_second(agent, data: Batch, steps: int) -> float:
     for _ in range(10):
         agent.update(data)
     started = time.perf_counter()
@@ -86,7 +88,8 @@ def main() -> None:
     rows = [
         ("BCQ (400-300 / VAE 750-750, batch 100)", BCQ(OBS, ACT, 1.0, bcq_cfg), batch(bcq_cfg.batch_size),
          bcq_step_flops(bcq_cfg), 40.0),
-        ("CQL (3 x 256, batch 256)", CQL(OBS, ACT, 1.0, cql_cfg), batch(cql_cfg.batch_size), cql_step_flops(cql_cfg), 9.0),
+        ("CQL (3 x 256, batch 256)", CQL(OBS, ACT, 1.0, cql_cfg), batch(cql_cfg.batch_size),
+         cql_step_flops(cql_cfg), 9.0),
     ]
     print(f"{'learner':42s} {'steps/s':>8s} {'target':>7s} {'GFLOP/step':>11s} {'GFLOP/s':>8s} {'% of peak':>9s}")
     for name, agent, data, flops, target in rows:

@@ -212,7 +212,9 @@ def sweep(
         str | None, typer.Option(help="Ray cluster address ('auto' inside a cluster); default: local Ray.")
     ] = None,
     storage: Annotated[str, typer.Option(help="Local path or cloud URI (s3://, gs://) for results.")] = "runs/sweeps",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep; finished trials are kept.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted sweep (finished trials are kept); start it if there is none.")
+    ] = False,
     max_concurrent: Annotated[
         int | None, typer.Option(help="Trials running at once (default: as resources allow).")
     ] = None,

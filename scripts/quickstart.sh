@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Fresh machine -> a quick ROMI reproduction on the local Ray instance.
-# 1. install romi into .venv; 2. make the local maze2d-umaze dataset (about a minute);
+# Fresh machine -> a quick ROMI reproduction on the local Ray instance:
+# install romi into .venv, make the local maze2d-umaze dataset (~1 min), run the quick sweep
+# (Table 3's umaze row: ROMI-BCQ vs FOMI-BCQ vs BCQ, 3 seeds; tens of minutes on 2 cores), report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 if ! .venv/bin/romi data info maze2d-umaze-sparse | grep -q "local: .*episodes"; then
   .venv/bin/romi data make maze2d-umaze-sparse
 fi
-.venv/bin/romi data list
+.venv/bin/romi sweep tune_configs/quick.yaml --resume   # --resume: keeps finished trials on a rerun
+.venv/bin/romi report runs/sweeps/quick --out analysis/out/quick

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from romi.errors import RomiError
 from romi.tune.spec import SweepSpec, check_datasets
 from romi.tune.trainable import romi_trainable, trial_name
 
@@ -56,11 +55,11 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     bundles = [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * resources.rollout_workers
     trainable = tune.with_resources(romi_trainable, tune.PlacementGroupFactory(bundles))
 
-    if resume:
-        if not tune.Tuner.can_restore(experiment):
-            raise RomiError(f"no sweep to resume at {experiment}", "run it first without --resume")
+    if resume and tune.Tuner.can_restore(experiment):
         return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
 
+    if resume:
+        print(f"nothing to resume at {experiment}: starting the sweep")
     param_space = {
         "task": tune.grid_search(list(spec.tasks)),
         "method": tune.grid_search(list(spec.methods)),
