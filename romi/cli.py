@@ -97,24 +97,34 @@ def data_make(
     seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0)] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
     ref_episodes: Annotated[int, typer.Option(help="Episodes for the reference scores.", min=1)] = 50,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="medium family: SAC env steps the behaviour run may reach (default 1M).", min=1),
+    ] = None,
+    medium_fraction: Annotated[
+        float | None,
+        typer.Option(help="medium family: medium threshold as a fraction of the expert reference, in (0, 1] "
+                          "(default 1/3)."),
+    ] = None,
 ) -> None:
     """Build a task's local D4RL-equivalent dataset in the Minari store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from romi.data.make import make_dataset
-    from romi.data.make.locomotion import DEFAULT_STEPS
+    from romi.data.make.locomotion import data_steps
     from romi.data.tasks import get_task
 
     spec = get_task(task)
-    total = steps or DEFAULT_STEPS
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err_console, transient=True,
     ) as bar:
-        handle = bar.add_task(f"{spec.name}: simulating", total=total)
+        handle = bar.add_task(f"{spec.name}: simulating", total=data_steps(spec, steps))
         summary = make_dataset(
             spec.name, steps=steps, seed=seed, overwrite=overwrite, ref_episodes=ref_episodes,
             progress=lambda n: bar.advance(handle, n),
+            log=lambda line: bar.console.print(line, markup=False, highlight=False),
+            budget=budget, medium_fraction=medium_fraction,
         )
     console.print(
         f"[green]made[/] {summary.dataset_id} at {summary.path}\n"

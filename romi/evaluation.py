@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
+from scipy.spatial import cKDTree
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    returns: np.ndarray
-    lengths: np.ndarray
+    returns: np.ndarray  # (episodes,) undiscounted return of each episode
+    lengths: np.ndarray  # (episodes,) steps of each episode
     trajectories: list[np.ndarray] = field(default_factory=list)
+    """With `record_states`: per episode the (T, obs_dim) states the policy acted in; else empty."""
 
     @property
     def mean_return(self) -> float:
@@ -24,46 +26,75 @@ class EvalResult:
 def evaluate(
     act: Callable[[np.ndarray], np.ndarray], env: gym.Env, episodes: int, seed: int, record_states: bool = False
 ) -> EvalResult:
-    """`episodes` episodes of `act`; episode i resets with seed + i, so a call is reproducible."""
+    """`episodes` episodes of `act`; episode i resets with `seed + i`, so a call is reproducible
+    (and two calls with different seeds see different start states).
+
+    The recorded trajectory holds the states the policy acted in, s_0 .. s_{T-1}: the final state
+    after the last action is not one the policy was asked about, so it does not count towards the
+    discrepancy (and a terminal state of a fall would dominate it).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
     returns, lengths, trajectories = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        states = [obs]
+        states = []
         total, steps, done = 0.0, 0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(np.asarray(obs, dtype=np.float32)))
+            obs = np.asarray(obs, dtype=np.float32)
+            if record_states:
+                states.append(obs)
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             steps += 1
-            done = terminated or truncated
-            if record_states and not done:
-                states.append(obs)
+            done = bool(terminated or truncated)
         returns.append(total)
         lengths.append(steps)
         if record_states:
-            trajectories.append(np.asarray(states, dtype=np.float32))
-    return EvalResult(np.asarray(returns), np.asarray(lengths), trajectories)
+            trajectories.append(np.stack(states))
+    return EvalResult(np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64), trajectories)
 
 
 def normalized_score(returns: np.ndarray, ref_min: float, ref_max: float) -> np.ndarray:
-    """D4RL's convention: 100 * (R - random) / (expert - random)."""
+    """D4RL's convention: 100 * (R - ref_min) / (ref_max - ref_min) (random policy 0, expert 100)."""
+    if ref_max == ref_min:
+        raise ValueError(f"reference scores must differ, got min = max = {ref_min}")
     return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / (ref_max - ref_min)
 
 
 class DiscrepancyIndex:
-    """A KD-tree over dataset states, built once and queried at every evaluation."""
+    """A KD-tree over the dataset's states, built once per trial and queried at every evaluation.
+
+    `query` is paper eq. 5 averaged over trajectories: for each trajectory, the mean over its states
+    of the Euclidean distance to the nearest dataset state; then the mean over trajectories (each
+    trajectory counts once, however long it is).
+    """
 
     def __init__(self, dataset_states: np.ndarray) -> None:
-        from scipy.spatial import cKDTree
+        states = np.asarray(dataset_states, dtype=np.float64)
+        if states.ndim != 2 or len(states) == 0:
+            raise ValueError(f"dataset states must be a non-empty (N, obs_dim) array, got shape {states.shape}")
+        self.obs_dim = states.shape[1]
+        self.tree = cKDTree(states)
 
-        self.tree = cKDTree(np.asarray(dataset_states, dtype=np.float64))
+    def per_trajectory(self, trajectories: list[np.ndarray]) -> np.ndarray:
+        """Eq. 5 for each trajectory."""
+        out = []
+        for trajectory in trajectories:
+            t = np.asarray(trajectory, dtype=np.float64)
+            if t.ndim != 2 or t.shape[1] != self.obs_dim or len(t) == 0:
+                raise ValueError(f"a trajectory must be a non-empty (T, {self.obs_dim}) array, got {t.shape}")
+            distances, _ = self.tree.query(t, k=1)
+            out.append(float(distances.mean()))
+        return np.asarray(out, dtype=np.float64)
 
     def query(self, trajectories: list[np.ndarray]) -> float:
-        """Paper eq. 5 averaged over `trajectories` (nan if there are none)."""
+        """The average trajectory discrepancy (nan if there are no trajectories)."""
         if not trajectories:
             return float("nan")
-        per_trajectory = [float(self.tree.query(np.asarray(t, dtype=np.float64), k=1)[0].mean()) for t in trajectories]
-        return float(np.mean(per_trajectory))
+        return float(self.per_trajectory(trajectories).mean())
 
 
 def trajectory_discrepancy(trajectories: list[np.ndarray], dataset_states: np.ndarray) -> float:
+    """One-off eq. 5; build a `DiscrepancyIndex` instead when querying the same dataset repeatedly."""
     return DiscrepancyIndex(dataset_states).query(trajectories)

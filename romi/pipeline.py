@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,50 +27,16 @@ from romi.data.tasks import TaskSpec, get_task
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy, make_eval_env
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
-from romi.imagination.rollout import Rollouts, generate_shard, shard_plan
+from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process, shard_plan
 from romi.imagination.sampler import MixedSampler, return_weights
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import build_rollout_policy, train_rollout_policy
-from romi.models.termination import termination_fn
 
 Log = Callable[[str], None]
 
 
-class BufferBuilder(Protocol):
-    """Builds the model buffer from a shard plan; the result depends only on the plan's seeds."""
-
-    def __call__(
-        self,
-        model: DynamicsModel,
-        policy: torch.nn.Module,
-        start_pool: torch.Tensor,
-        start_weights: torch.Tensor | None,
-        plan: list[tuple[int, int]],
-        horizon: int,
-        domain: str,
-        goal: np.ndarray | None,
-        start_batch_size: int,
-    ) -> Rollouts: ...
-
-
-def build_buffer_in_process(
-    model: DynamicsModel,
-    policy: torch.nn.Module,
-    start_pool: torch.Tensor,
-    start_weights: torch.Tensor | None,
-    plan: list[tuple[int, int]],
-    horizon: int,
-    domain: str,
-    goal: np.ndarray | None,
-    start_batch_size: int,
-) -> Rollouts:
-    """The model buffer, shard after shard in this process (the Ray version runs shards in actors)."""
-    is_done = termination_fn(domain, goal)
-    shards = [
-        generate_shard(model, policy, start_pool, start_weights, size, horizon, is_done, start_batch_size, seed)
-        for size, seed in plan
-    ]
-    return Rollouts.concat(shards)
+BufferBuilder = Callable[[BufferRequest], Rollouts]
+"""Builds the model buffer of a request; the result depends only on the plan's seeds."""
 
 
 @dataclass
@@ -207,17 +173,17 @@ class Run:
         plan = shard_plan(imagination.buffer_size, imagination.shard_size, base_seed=config.seed)
         dynamics.module.eval()
         policy.module.eval()
-        buffer = self.buffer_builder(
-            dynamics.module,  # type: ignore[arg-type]
-            policy.module,
-            torch.as_tensor(pool, device=config.device),
-            None if real_weights is None else torch.as_tensor(real_weights, device=config.device),
-            plan,
-            imagination.horizon or task.paper.horizon,
-            task.domain,
-            goal_xy(task) if task.domain == "antmaze" else None,
-            imagination.start_batch_size,
-        )
+        buffer = self.buffer_builder(BufferRequest(
+            model=dynamics.module,  # type: ignore[arg-type]
+            policy=policy.module,  # type: ignore[arg-type]
+            start_pool=torch.as_tensor(pool, device=config.device),
+            start_weights=None if real_weights is None else torch.as_tensor(real_weights, device=config.device),
+            plan=plan,
+            horizon=imagination.horizon or task.paper.horizon,
+            domain=task.domain,
+            goal=goal_xy(task) if task.domain == "antmaze" else None,
+            start_batch_size=imagination.start_batch_size,
+        ))
         seconds = time.perf_counter() - started
         self.stage_seconds["imagination"] = seconds
         self.log(f"model buffer: {len(buffer):,} transitions in {seconds:.1f} s ({len(buffer) / seconds:,.0f}/s)")

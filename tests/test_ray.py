@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from romi.config import DynamicsConfig, RolloutPolicyConfig
-from romi.imagination.rollout import shard_plan
+from romi.imagination.rollout import BufferRequest, build_buffer_in_process, shard_plan
 from romi.imagination.workers import RayBufferBuilder
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import build_rollout_policy
-from romi.pipeline import build_buffer_in_process
 
 pytestmark = pytest.mark.ray
 
@@ -59,7 +58,7 @@ def _model_and_policy():
 def _build(builder, plan):
     model, policy = _model_and_policy()
     pool = torch.as_tensor(np.random.default_rng(0).normal(size=(300, 4)), dtype=torch.float32)
-    return builder(model, policy, pool, None, plan, 5, "maze2d", None, 200)
+    return builder(BufferRequest(model, policy, pool, None, plan, 5, "maze2d", None, 200))
 
 
 def test_buffer_is_the_same_for_any_number_of_workers(ray_cluster) -> None:

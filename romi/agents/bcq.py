@@ -1,11 +1,12 @@
 """BCQ, Batch-Constrained deep Q-learning (Fujimoto, Meger & Precup, 2019), as spec §4 sets it.
 
-Three parts train on every (mixed) batch:
+Three parts train on every (mixed) batch, in this order:
   1. a conditional VAE G(a | s) of the behaviour policy (the same CVAE class ROMI's rollout policy uses);
   2. twin critics, whose target takes, for each s', 10 VAE actions perturbed by the target actor,
      scores them lambda * min(Q1, Q2) + (1 - lambda) * max(Q1, Q2) and keeps the best;
   3. a perturbation actor xi(s, a) in [-phi, phi] * max_action that nudges VAE actions uphill on Q1.
-Acting: 100 VAE candidates, perturbed, the one with the highest Q1.
+Then soft target updates of the critics and the actor. Acting: 100 VAE candidates, perturbed, the one
+with the highest Q1.
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from romi.agents.nets import EnsembleCritic, as_batch_tensor, mlp, seeded_init, soft_update, target_copy
+from romi.agents.nets import (
+    EnsembleCritic,
+    as_batch_tensor,
+    make_generators,
+    mlp,
+    seeded_init,
+    soft_update,
+    target_copy,
+)
 from romi.config import BCQConfig
 from romi.models.cvae import CVAE, cvae_loss
 from romi.types import Batch
 
 
 class PerturbationActor(nn.Module):
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden: tuple[int, ...], phi: float) -> None:
+    """xi(s, a) = a + phi * max_action * tanh(net([s, a])), clipped to the action box."""
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden: tuple[int, ...],
+                 phi: float) -> None:
         super().__init__()
         self.net = mlp(state_dim + action_dim, hidden, action_dim)
         self.max_action, self.phi = float(max_action), phi
@@ -34,6 +46,18 @@ class PerturbationActor(nn.Module):
         return (actions + perturbation).clamp(-self.max_action, self.max_action)
 
 
+def bcq_target_values(q_next: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
+                      lmbda: float) -> torch.Tensor:
+    """y = r + gamma (1 - d) max_j [lambda min_i Q_i(s', a_j) + (1 - lambda) max_i Q_i(s', a_j)].
+
+    q_next: (2, B, n) target-critic values of the n sampled actions a_j per next state; returns (B,).
+    The soft clipped double-Q (lambda = 0.75) penalises disagreement between the critics less than
+    a hard min would; the max over samples is the batch-constrained greedy step.
+    """
+    soft_clipped = lmbda * q_next.min(dim=0).values + (1.0 - lmbda) * q_next.max(dim=0).values
+    return rewards + gamma * (1.0 - dones) * soft_clipped.max(dim=1).values
+
+
 class BCQ:
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: BCQConfig, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:
@@ -41,97 +65,105 @@ class BCQ:
         self.max_action = float(max_action)
         with seeded_init(seed):
             self.actor = PerturbationActor(obs_dim, act_dim, max_action, config.actor_hidden, config.phi)
-            self.actor.to(self.device)
-            self.critic = EnsembleCritic(2, obs_dim, act_dim, config.critic_hidden).to(self.device)
+            self.critic = EnsembleCritic(2, obs_dim, act_dim, config.critic_hidden)
             vae = config.vae
             self.vae = CVAE(obs_dim, act_dim, max_action, vae.hidden_dim, vae.latent_dim, vae.latent_clip,
-                            vae.log_std_min, vae.log_std_max).to(self.device)
+                            vae.log_std_min, vae.log_std_max)
+        self.actor.to(self.device)
+        self.critic.to(self.device)
+        self.vae.to(self.device)
         self.actor_target, self.critic_target = target_copy(self.actor), target_copy(self.critic)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, fused=True)
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.learning_rate, fused=True)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        # fused Adam: one kernel for all parameters of an optimizer instead of a loop of small ops.
+        adam = {"lr": config.learning_rate, "fused": True}
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), **adam)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), **adam)
+        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), **adam)
+        # Training noise and acting noise come from separate streams: evaluating never changes training.
+        self.generator, self.act_generator = make_generators(seed, self.device, 2)
         self.step = 0
 
     # --- learning -----------------------------------------------------------------------------
-    def critic_target_values(self, rewards: torch.Tensor, next_observations: torch.Tensor,
-                             dones: torch.Tensor) -> torch.Tensor:
-        """y = r + gamma (1 - d) max_j [lambda min_i Q_i(s', a_j) + (1 - lambda) max_i Q_i(s', a_j)]."""
-        cfg = self.config
-        with torch.no_grad():
-            repeated = next_observations.repeat_interleave(cfg.target_samples, dim=0)
-            next_actions = self.actor_target(repeated, self.vae.decode(repeated, generator=self.generator))
-            q = self.critic_target(repeated, next_actions)  # (2, B * n)
-            q = cfg.lmbda * q.min(dim=0).values + (1.0 - cfg.lmbda) * q.max(dim=0).values
-            q = q.view(-1, cfg.target_samples).max(dim=1).values
-            return rewards + cfg.gamma * (1.0 - dones) * q
-
     def update(self, batch: Batch) -> dict[str, float]:
-        cfg = self.config
+        """One gradient step of the VAE, the critics and the actor on `batch`."""
+        cfg, n = self.config, self.config.target_samples
         obs, actions, rewards, next_obs, dones = batch
+        batch_size = obs.shape[0]
 
-        # 1. the behaviour VAE
+        # 1. The behaviour VAE: reconstruction + 0.5 KL.
         vae_loss, vae_metrics = cvae_loss(self.vae, obs, actions, cfg.vae.kl_weight, self.generator)
         self.vae_optimizer.zero_grad(set_to_none=True)
         vae_loss.backward()
         self.vae_optimizer.step()
 
-        # 2. the twin critics
-        target = self.critic_target_values(rewards, next_obs, dones)
+        # Every VAE sample this step needs (n per s' for the target, 1 per s for the actor) comes from
+        # the updated VAE, which does not change again this step: decode them all in one pass.
+        with torch.no_grad():
+            next_repeated = next_obs.repeat_interleave(n, dim=0)  # row b * n + j = (s'_b, sample j)
+            decoded = self.vae.decode(torch.cat([next_repeated, obs]), generator=self.generator)
+            next_candidates, actor_candidates = decoded.split([batch_size * n, batch_size])
+
+        # 2. The twin critics: MSE to the soft clipped double-Q target, summed over the two critics.
+        with torch.no_grad():
+            next_actions = self.actor_target(next_repeated, next_candidates)
+            q_next = self.critic_target(next_repeated, next_actions).view(2, batch_size, n)
+            target = bcq_target_values(q_next, rewards, dones, cfg.gamma, cfg.lmbda)
         q = self.critic(obs, actions)  # (2, B)
         critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
 
-        # 3. the perturbation actor (critic frozen: no gradient is computed for it here)
-        with torch.no_grad():
-            sampled = self.vae.decode(obs, generator=self.generator)
+        # 3. The perturbation actor maximises Q1 of its perturbed VAE actions. The critic is frozen for
+        # this pass so autograd computes only the input gradient it needs, not weight gradients.
         self.critic.requires_grad_(False)
-        actor_loss = -self.critic(obs, self.actor(obs, sampled), members=1).mean()
+        actor_loss = -self.critic(obs, self.actor(obs, actor_candidates), members=1).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
         self.critic.requires_grad_(True)
 
+        # 4. Polyak averaging of both target networks.
         soft_update(self.critic_target, self.critic, cfg.tau)
         soft_update(self.actor_target, self.actor, cfg.tau)
         self.step += 1
         return {
-            "critic_loss": float(critic_loss.detach()),
-            "actor_loss": float(actor_loss.detach()),
-            "vae_loss": float(vae_loss.detach()),
-            "q_mean": float(q.detach().mean()),
+            "critic_loss": critic_loss.item(),
+            "actor_loss": actor_loss.item(),
+            "vae_loss": vae_loss.item(),
+            "q_mean": q.detach().mean().item(),
+            "target_mean": target.mean().item(),
             **{f"vae_{k}": v for k, v in vae_metrics.items()},
         }
 
     # --- acting -------------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
+        """argmax_j Q1(s, xi(s, a_j)) over `eval_candidates` VAE actions a_j ~ G(. | s), per state.
+        Accepts one observation (obs_dim,) or a batch (N, obs_dim)."""
         states, single = as_batch_tensor(observations, self.device)
         n = self.config.eval_candidates
         repeated = states.repeat_interleave(n, dim=0)
-        candidates = self.actor(repeated, self.vae.decode(repeated, generator=self.generator))
+        candidates = self.actor(repeated, self.vae.decode(repeated, generator=self.act_generator))
         q1 = self.critic(repeated, candidates, members=1)[0].view(-1, n)
         best = candidates.view(-1, n, candidates.shape[-1])[torch.arange(states.shape[0]), q1.argmax(dim=1)]
         out = best.cpu().numpy()
         return out[0] if single else out
 
     # --- checkpointing ------------------------------------------------------------------------
+    _MODULES = ("actor", "actor_target", "critic", "critic_target", "vae",
+                "actor_optimizer", "critic_optimizer", "vae_optimizer")
+
     def state_dict(self) -> dict[str, Any]:
+        """Everything the next update depends on: networks, targets, optimizers, RNG streams, step."""
         return {
-            "actor": self.actor.state_dict(), "actor_target": self.actor_target.state_dict(),
-            "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-            "vae": self.vae.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "vae_optimizer": self.vae_optimizer.state_dict(),
-            "generator": self.generator.get_state(), "step": self.step,
+            **{name: getattr(self, name).state_dict() for name in self._MODULES},
+            "generator": self.generator.get_state(), "act_generator": self.act_generator.get_state(),
+            "step": self.step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "actor_target", "critic", "critic_target", "vae", "actor_optimizer",
-                     "critic_optimizer", "vae_optimizer"):
+        for name in self._MODULES:
             getattr(self, name).load_state_dict(state[name])
         self.generator.set_state(state["generator"])
+        self.act_generator.set_state(state["act_generator"])
         self.step = int(state["step"])

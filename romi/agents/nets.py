@@ -1,4 +1,5 @@
-"""Networks shared by the learners: MLPs, batched twin critics, the tanh-Gaussian actor."""
+"""Networks shared by the learners: MLPs, batched twin critics, the tanh-Gaussian actor, and small helpers
+(target copies, soft updates, seeded construction)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,18 +18,22 @@ from romi.models.rollout_policy import tanh_gaussian_log_prob
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    """Linear -> ReLU -> ... -> Linear. The ReLUs work in place: a Linear's backward needs its input,
+    not its output, so overwriting the output saves one activation-sized buffer per layer."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 
 class EnsembleCritic(nn.Module):
-    """`num_critics` Q(s, a) networks evaluated in one batched matmul per layer.
+    """`num_critics` Q(s, a) networks [s, a] -> hidden -> 1, evaluated in one batched matmul per layer.
 
-    Initialised like `nn.Linear` (Kaiming-uniform weights, uniform bias), not like the dynamics model.
+    Weights are (E, in, out) and every layer is one `torch.baddbmm`, so twin critics cost one kernel
+    per layer instead of two. Initialised like `nn.Linear` (uniform +-1/sqrt(fan_in) for weight and
+    bias), as in the reference BCQ/CQL code, not with the dynamics model's truncated normal.
     """
 
     def __init__(self, num_critics: int, state_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
@@ -42,41 +48,46 @@ class EnsembleCritic(nn.Module):
                 layer.bias.uniform_(-bound, bound)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, members: int | None = None) -> torch.Tensor:
-        """Q-values (E, N) for states/actions (N, .); `members=k` evaluates only the first k critics."""
+        """Q-values (E, N) for states/actions (N, .); `members=k` evaluates only the first k critics
+        (BCQ's actor and action selection use Q1 alone)."""
         e = members or self.num_critics
+        # All critics see the same input: a stride-0 expand, no copy.
         x = torch.cat([states, actions], dim=-1).unsqueeze(0).expand(e, -1, -1)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = torch.baddbmm(layer.bias[:e], x, layer.weight[:e])
-            if i < len(self.layers) - 1:
-                x = torch.relu(x)
+            if i < last:
+                x = x.relu_()  # in place: baddbmm's backward needs its inputs, not its output
         return x.squeeze(-1)
 
 
 class TanhGaussianActor(nn.Module):
-    """pi(a | s) = max_action * tanh(N(mean(s), std(s))) with log_std clamped."""
+    """pi(a | s) = max_action * tanh(u), u ~ N(mean(s), exp(log_std(s))^2), log_std clamped.
+
+    `forward` returns the distribution's parameters so that one forward pass can serve several
+    draws (CQL takes 1 + 10 actions per state from the same pi(. | s)).
+    """
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden: Sequence[int],
                  log_std_min: float, log_std_max: float) -> None:
         super().__init__()
-        self.trunk = mlp(state_dim, hidden[:-1], hidden[-1])
-        self.head = nn.Linear(hidden[-1], 2 * action_dim)
+        self.net = mlp(state_dim, hidden, 2 * action_dim)
         self.max_action = float(max_action)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.head(torch.relu(self.trunk(states))).chunk(2, dim=-1)
+        mean, log_std = self.net(states).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
-    def rsample(
-        self, states: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action and its log-probability."""
-        mean, log_std = self(states)
-        u = mean + log_std.exp() * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+    def sample(self, mean: torch.Tensor, log_std: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action from N(mean, std) squashed, and its log-probability."""
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        u = mean + log_std.exp() * noise
         return self.max_action * torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std, self.max_action)
 
-    def log_prob(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mean, log_std = self(states)
+    def log_prob(self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log pi(actions); actions at the bound are pulled in by 1e-6 so that atanh stays finite."""
         bound = (1.0 - 1e-6) * self.max_action
         u = torch.atanh(actions.clamp(-bound, bound) / self.max_action)
         return tanh_gaussian_log_prob(u, mean, log_std, self.max_action)
@@ -86,6 +97,7 @@ class TanhGaussianActor(nn.Module):
 
 
 def target_copy(module: nn.Module) -> nn.Module:
+    """A frozen deep copy: target networks are only ever moved by `soft_update`."""
     target = copy.deepcopy(module)
     target.requires_grad_(False)
     return target
@@ -93,8 +105,8 @@ def target_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    target_params = list(target.parameters())
-    torch._foreach_lerp_(target_params, list(source.parameters()), tau)
+    """target <- (1 - tau) target + tau source, for all parameters in one foreach kernel."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 @contextlib.contextmanager
@@ -104,6 +116,13 @@ def seeded_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def make_generators(seed: int, device: torch.device, count: int) -> list[torch.Generator]:
+    """`count` independent generators derived from one seed (np SeedSequence spawning), e.g. one for
+    training and one for acting, so that evaluating a policy never shifts the training noise."""
+    seeds = [int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(count)]
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
 def as_batch_tensor(observations: object, device: torch.device) -> tuple[torch.Tensor, bool]:

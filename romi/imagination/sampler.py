@@ -2,9 +2,9 @@
 
 Every batch holds round(model_share * B) model transitions drawn uniformly from the model buffer and
 the rest from the dataset, uniformly or in proportion to each transition's trajectory return
-(min-max normalised). Data lives on the trial's device as tensors from the start: no numpy<->torch
-round trips per batch. Weighted draws use a cumulative sum + searchsorted, which costs O(B log N)
-per batch where torch.multinomial re-scans all N weights every call.
+(min-max normalised, `return_weights`). The data is put on the trial's device as float32 tensors
+once, here: no numpy<->torch round trip per batch. Weighted draws use `RowSampler` (a cumulative sum
+built once + searchsorted), much faster than `torch.multinomial` on millions of rows.
 """
 
 from __future__ import annotations
@@ -16,13 +16,23 @@ import numpy as np
 import torch
 
 from romi.data.transitions import Transitions
-from romi.imagination.rollout import Rollouts
+from romi.imagination.rollout import Rollouts, RowSampler
 from romi.types import Batch
 
 
 def return_weights(returns: np.ndarray) -> np.ndarray:
-    """(R - Rmin) / max(1, Rmax - Rmin), normalised to sum to one (uniform, with a warning, if all zero)."""
+    """Per-transition sampling probabilities from trajectory returns (spec §3).
+
+    w = (R - Rmin) / max(1, Rmax - Rmin), normalised to sum to one. The max(1, .) keeps tiny return
+    ranges (sparse mazes: returns 0 or 1) from being blown up. The lowest-return trajectory gets
+    weight zero, so it is never sampled. If every weight is zero (all returns equal) there is
+    nothing to prefer: fall back to uniform, and say so.
+    """
     returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim != 1 or returns.size == 0:
+        raise ValueError(f"returns must be a non-empty 1-D array, got shape {returns.shape}")
+    if not np.isfinite(returns).all():
+        raise ValueError("returns must be finite")
     weights = (returns - returns.min()) / max(1.0, float(returns.max() - returns.min()))
     total = weights.sum()
     if total <= 0:
@@ -36,6 +46,13 @@ def return_weights(returns: np.ndarray) -> np.ndarray:
 
 
 class MixedSampler:
+    """Draws `Batch`es of `batch_size`: round(model_share * B) model rows, then the real rows.
+
+    The real part's dones are the dataset's terminals (time-outs are not dones: learners bootstrap
+    through them). The sampler owns its generator (seeded by `seed`); `state_dict` saves it so a
+    resumed run draws the same batches.
+    """
+
     def __init__(
         self,
         real: Transitions,
@@ -50,41 +67,39 @@ class MixedSampler:
         if not 0.0 <= model_share <= 1.0:
             raise ValueError(f"model_share must be in [0, 1], got {model_share}")
         if model_share > 0 and (model is None or len(model) == 0):
-            raise ValueError("model_share > 0 needs a non-empty model buffer")
+            raise ValueError(f"model_share={model_share} > 0 needs a non-empty model buffer, got none")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = torch.device(device)
         self.batch_size = batch_size
-        self.num_model = round(model_share * batch_size) if model is not None else 0
+        self.num_model = round(model_share * batch_size)
         self.num_real = batch_size - self.num_model
+        if self.num_real > 0 and len(real) == 0:
+            raise ValueError("the real data is empty")
 
-        def put(array: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=device)
+        def put(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(array, dtype=torch.float32, device=device).contiguous()
 
         self.real = (put(real.observations), put(real.actions), put(real.rewards), put(real.next_observations),
                      put(real.terminals.astype(np.float32)))
-        self.model = None if model is None or self.num_model == 0 else tuple(
-            t.to(device=device, dtype=torch.float32)
-            for t in (model.observations, model.actions, model.rewards, model.next_observations, model.dones)
-        )
-        self.real_cdf = None
-        if real_weights is not None:
-            cdf = torch.cumsum(torch.as_tensor(real_weights, dtype=torch.float64, device=device), 0)
-            self.real_cdf = cdf / cdf[-1]
+        self.model = None
+        if model is not None and self.num_model > 0:
+            self.model = tuple(put(t) for t in (model.observations, model.actions, model.rewards,
+                                                model.next_observations, model.dones))
+            if self.model[0].shape[1] != self.real[0].shape[1] or self.model[1].shape[1] != self.real[1].shape[1]:
+                raise ValueError(f"model buffer (obs {self.model[0].shape[1]}, act {self.model[1].shape[1]}) does "
+                                 f"not match the data (obs {self.real[0].shape[1]}, act {self.real[1].shape[1]})")
+        self.real_rows = RowSampler.create(len(real), real_weights, device=device) if len(real) else None
+        self.model_rows = None if self.model is None else RowSampler.create(len(self.model[0]))
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.num_real_rows = len(real)
-
-    def _real_index(self, n: int) -> torch.Tensor:
-        device = self.real[0].device
-        if self.real_cdf is None:
-            return torch.randint(self.num_real_rows, (n,), device=device, generator=self.generator)
-        u = torch.rand(n, dtype=torch.float64, device=device, generator=self.generator)
-        return torch.searchsorted(self.real_cdf, u, right=True).clamp_(max=self.num_real_rows - 1)
 
     def sample(self) -> Batch:
-        index = self._real_index(self.num_real)
-        columns = [t[index] for t in self.real]
-        if self.model is not None:
-            model_index = torch.randint(self.model[0].shape[0], (self.num_model,), device=self.model[0].device,
-                                        generator=self.generator)
+        columns = [t[:0] for t in self.real]
+        if self.real_rows is not None and self.num_real > 0:
+            index = self.real_rows(self.num_real, self.generator)
+            columns = [t[index] for t in self.real]
+        if self.model is not None and self.model_rows is not None:
+            model_index = self.model_rows(self.num_model, self.generator)
             columns = [torch.cat([c, m[model_index]]) for c, m in zip(columns, self.model, strict=True)]
         return Batch(*columns)
 

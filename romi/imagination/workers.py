@@ -14,17 +14,16 @@ the new process (`max_task_retries`), so the buffer still holds exactly the plan
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from romi.imagination.rollout import Rollouts, generate_shard
-from romi.models.termination import termination_fn
+from romi.imagination.rollout import BufferRequest, Rollouts
 
 MAX_RESTARTS = 3
 
@@ -32,33 +31,13 @@ MAX_RESTARTS = 3
 class RolloutWorker:
     """One rollout actor (wrapped with `ray.remote` by `rollout_worker_class`)."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        policy: torch.nn.Module,
-        start_pool: np.ndarray,
-        start_weights: np.ndarray | None,
-        horizon: int,
-        domain: str,
-        goal: np.ndarray | None,
-        start_batch_size: int,
-        threads: int = 1,
-    ) -> None:
+    def __init__(self, request: BufferRequest, threads: int = 1) -> None:
         torch.set_num_threads(threads)  # one actor per CPU: no oversubscription
-        self.model, self.policy = model.eval(), policy.eval()
-        # The pool arrives as a read-only view of the object store; torch only reads it (no copy).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            self.start_pool = torch.as_tensor(np.asarray(start_pool))
-            self.start_weights = None if start_weights is None else torch.as_tensor(np.asarray(start_weights))
-        self.horizon, self.start_batch_size = horizon, start_batch_size
-        self.is_done = termination_fn(domain, goal)
+        self.request = request
 
     def generate(self, size: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         started = time.perf_counter()
-        with torch.inference_mode():
-            shard = generate_shard(self.model, self.policy, self.start_pool, self.start_weights, size,
-                                   self.horizon, self.is_done, self.start_batch_size, seed)
+        shard = self.request.generate(size, seed)
         seconds = time.perf_counter() - started
         return shard.to_numpy(), {"transitions": float(len(shard)), "seconds": seconds, "pid": float(os.getpid())}
 
@@ -83,36 +62,27 @@ class RayBufferBuilder:
     on_workers_started: Any = None
     """Called with the actor handles before any shard is submitted (tests use it to kill one)."""
 
-    def __call__(
-        self,
-        model: torch.nn.Module,
-        policy: torch.nn.Module,
-        start_pool: torch.Tensor,
-        start_weights: torch.Tensor | None,
-        plan: list[tuple[int, int]],
-        horizon: int,
-        domain: str,
-        goal: np.ndarray | None,
-        start_batch_size: int,
-    ) -> Rollouts:
+    def __call__(self, request: BufferRequest) -> Rollouts:
         import ray
 
         started = time.perf_counter()
-        # Weights go into the object store once; every actor (and any restarted one) reads them there.
-        model_ref = ray.put(copy.deepcopy(model).cpu())
-        policy_ref = ray.put(copy.deepcopy(policy).cpu())
-        pool_ref = ray.put(start_pool.cpu().numpy())
-        weights_ref = ray.put(None if start_weights is None else start_weights.cpu().numpy())
+        # The request (model and policy weights, start states) goes into the object store once;
+        # every actor, and any restarted one, reads it from there.
+        cpu_request = dataclasses.replace(
+            request,
+            model=copy.deepcopy(request.model).cpu(),  # type: ignore[attr-defined]
+            policy=copy.deepcopy(request.policy).cpu(),  # type: ignore[attr-defined]
+            start_pool=request.start_pool.cpu(),
+            start_weights=None if request.start_weights is None else request.start_weights.cpu(),
+        )
+        request_ref = ray.put(cpu_request)
         worker_cls = rollout_worker_class()
-        self.workers = [
-            worker_cls.remote(model_ref, policy_ref, pool_ref, weights_ref, horizon, domain, goal, start_batch_size)
-            for _ in range(self.num_workers)
-        ]
+        self.workers = [worker_cls.remote(request_ref) for _ in range(self.num_workers)]
         if self.on_workers_started is not None:
             self.on_workers_started(self.workers)
         pending = [
             self.workers[i % self.num_workers].generate.options(num_returns=2).remote(size, seed)
-            for i, (size, seed) in enumerate(plan)
+            for i, (size, seed) in enumerate(request.plan)
         ]
         shard_refs = [refs[0] for refs in pending]
         self.stats = ray.get([refs[1] for refs in pending])
@@ -123,11 +93,12 @@ class RayBufferBuilder:
             ray.kill(worker)
         seconds = time.perf_counter() - started
         total = sum(s["transitions"] for s in self.stats)
-        per_worker: dict[float, float] = {}
+        busy: dict[float, list[float]] = {}
         for s in self.stats:
-            per_worker[s["pid"]] = per_worker.get(s["pid"], 0.0) + s["seconds"]
-        rates = [f"{sum(x['transitions'] for x in self.stats if x['pid'] == p) / t:,.0f}/s"
-                 for p, t in per_worker.items()]
+            busy.setdefault(s["pid"], [0.0, 0.0])
+            busy[s["pid"]][0] += s["transitions"]
+            busy[s["pid"]][1] += s["seconds"]
+        rates = ", ".join(f"{n / t:,.0f}/s" for n, t in busy.values())
         self.log(f"model buffer: {int(total):,} transitions from {self.num_workers} actors in {seconds:.1f} s "
-                 f"({total / seconds:,.0f}/s in total; per actor {', '.join(rates)})")
+                 f"({total / seconds:,.0f}/s in total; per actor process {rates})")
         return buffer

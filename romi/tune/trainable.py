@@ -15,7 +15,8 @@ import torch
 
 from romi.artifacts import ArtifactStore
 from romi.config import build_run_config
-from romi.pipeline import Run, build_buffer_in_process
+from romi.imagination.rollout import build_buffer_in_process
+from romi.pipeline import Run
 
 CHECKPOINT_FILE = "run.pt"
 
@@ -31,6 +32,8 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     from romi.imagination.workers import RayBufferBuilder
     from romi.tune.coordination import RayBuildLock
 
+    # One torch thread per CPU given to the trial: oversubscribed BLAS threads slow small matmuls 2-100x.
+    torch.set_num_threads(int(trial.get("threads", 1)))
     context = tune.get_context()
     config = build_run_config(trial["task"], trial["method"], trial["seed"], trial["profile"], trial["overrides"])
     if context.get_trial_resources().required_resources.get("GPU", 0) > 0:

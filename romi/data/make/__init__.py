@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from romi.data.minari_io import dataset_dir, dataset_size_bytes, write_dataset
 from romi.data.tasks import TaskSpec, get_task
@@ -37,14 +38,29 @@ def make_dataset(
     overwrite: bool = False,
     ref_episodes: int = 50,
     progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+    **recipe_options: Any,
 ) -> MakeSummary:
-    """Build the local dataset of `task_name` with its recipe and write it atomically."""
+    """Build the local dataset of `task_name` with its recipe and write it atomically.
+
+    `log` receives progress lines and `recipe_options` go to the recipe; only the SAC recipe
+    (`locomotion-sac`) takes them: `budget`, `medium_fraction`, `config`, `behaviour_root`
+    (see `romi.data.make.locomotion.make_sac_dataset`).
+    """
     task = get_task(task_name)
+    recipe_options = {k: v for k, v in recipe_options.items() if v is not None}
     if task.recipe is None:
         raise RomiError(
             f"task {task.name} has no local recipe: its official data came from a pretrained policy "
             "that cannot be fetched here",
             f"on a connected machine run `minari download {task.official_id}` and copy the Minari store here",
+        )
+    if task.recipe == "locomotion-sac":
+        recipe_options["log"] = log
+    elif recipe_options:
+        raise RomiError(
+            f"{', '.join(sorted(recipe_options))} only apply to the SAC-made locomotion datasets, not to {task.name}",
+            "drop those options",
         )
     if dataset_dir(task.local_id).exists() and not overwrite:
         # Refuse before spending minutes of simulation.
@@ -54,7 +70,7 @@ def make_dataset(
         )
     started = time.perf_counter()
     recipe = _recipe(task)
-    result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress)
+    result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
     path = write_dataset(
         task.local_id,
         result.episodes,
@@ -101,9 +117,7 @@ def _recipe(task: TaskSpec):
 
         return make_random_dataset
     if task.recipe == "locomotion-sac":
-        raise RomiError(
-            f"task {task.name} needs SAC behaviour policies; the RLlib SAC recipe is not in this release yet",
-            f"use the official data where Minari has it ({task.official_id or 'none for this task'}) "
-            "or a connected machine's D4RL export",
-        )
+        from romi.data.make.locomotion import make_sac_dataset
+
+        return make_sac_dataset
     raise RomiError(f"task {task.name}: unknown recipe {task.recipe!r}")
