@@ -130,6 +130,13 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     assert set(frame["method"]) == {"ROMI-BCQ", "BCQ"} and len(frame) == 4
     assert (frame["status"] == "finished").all()
 
+    from romi.analysis.report import make_report
+
+    report = make_report(str(tmp_path / "tiny"), out=tmp_path / "report")
+    names = {f.name for f in report.files}
+    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png", "table3.md"} <= names
+    assert all(f.stat().st_size > 0 for f in report.files)
+
     before = {t.name: (t / "result.json").read_text() for t in trials}
     run_sweep(spec, str(tmp_path), address="auto", resume=True)
     assert {t.name: (t / "result.json").read_text() for t in trials} == before, "finished trials were recomputed"

@@ -115,7 +115,11 @@ def _load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
         if (identity["dataset_id"], identity["direction"], identity["seed"]) == (dataset_id, direction, seed):
             state = torch.load(info_path.parent / "state.pt", weights_only=True)
             config = DynamicsConfig(**identity["config"])
-            model = DynamicsModel(identity["obs_dim"], identity["act_dim"], config, direction)  # type: ignore[arg-type]
+            # Sizes from the identity, or (artifacts of older romi) from the weights: inputs are
+            # [state, action], outputs [reward, state delta].
+            obs_dim = identity.get("obs_dim") or int(state["ensemble.mean_head.bias"].shape[-1]) - 1
+            act_dim = identity.get("act_dim") or int(state["input_mean"].shape[0]) - obs_dim
+            model = DynamicsModel(obs_dim, act_dim, config, direction)  # type: ignore[arg-type]
             model.load_state_dict(state)
             return model.eval()
     return None
