@@ -232,7 +232,7 @@ def sweep(
 ) -> None:
     """Run a paper table (or any sweep file) as a Ray Tune experiment."""
     from romi.tune.spec import load_sweep
-    from romi.tune.sweep import run_sweep
+    from romi.tune.sweep import run_sweep, trial_statuses
 
     spec = load_sweep(config, profile)
     trials = len(spec.trial_configs())
@@ -245,17 +245,21 @@ def sweep(
     table = Table(title=f"{spec.name}: final normalised score per trial")
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)
-    errors = 0
-    for result in grid:
-        metrics, cfg = result.metrics or {}, result.config or {}
-        errors += result.error is not None
-        table.add_row(str(cfg.get("task")), str(cfg.get("method")), str(cfg.get("seed")), str(metrics.get("step", "-")),
-                      f"{metrics['score']:.2f}" if "score" in metrics else "-",
-                      "[red]error[/]" if result.error else "ok")
+    rows = trial_statuses(spec, grid)
+    colour = {"done": "green", "error": "red", "unfinished": "yellow", "not started": "yellow"}
+    for row in rows:
+        table.add_row(row.task, row.method, str(row.seed), "-" if row.step is None else f"{row.step:,}",
+                      "-" if row.score is None else f"{row.score:.2f}", f"[{colour[row.status]}]{row.status}[/]")
     console.print(table)
+    errors = sum(row.status == "error" for row in rows)
+    unfinished = sum(row.status in ("unfinished", "not started") for row in rows)
     if errors:
         err_console.print(f"[red]{errors} trial(s) failed[/]; rerun with --resume to retry them")
         raise typer.Exit(1)
+    if unfinished:
+        err_console.print(f"[yellow]{unfinished} trial(s) unfinished[/] (interrupted); rerun with --resume "
+                          "to finish them without recomputing the finished ones")
+        raise typer.Exit(130)
 
 
 @app.command("report")

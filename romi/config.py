@@ -233,7 +233,7 @@ QUICK_PROFILE: dict[str, Any] = {
     "rollout_policy": {"iterations": 3_000},
     "imagination": {"buffer_size": 100_000, "shard_size": 25_000},
     "cql": {"bc_steps": 1_000},
-    "eval": {"every": 2_500, "episodes": 5, "last_k": 2},
+    "eval": {"every": 2_500, "episodes": 10, "last_k": 2},  # spec: 10 episodes per evaluation
 }
 
 

@@ -8,6 +8,8 @@ TensorBoard) and `artifacts/`, the dynamics models and rollout policies shared b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,34 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
     init_ray(address, num_cpus)
     tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent)
     return tuner.fit()
+
+
+@dataclass(frozen=True)
+class TrialStatus:
+    """Where one trial of a sweep stands after `run_sweep` returns (possibly interrupted)."""
+
+    task: str
+    method: str
+    seed: int
+    step: int | None
+    score: float | None
+    status: str  # done | error | unfinished | not started
+
+
+def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialStatus]:
+    """One row per trial of the spec, matched to its Tune result by name. An interrupted sweep's
+    grid also holds trials that never started (no metrics): they must not read as finished."""
+    results = {trial_name(r.config): r for r in grid if r.config}
+    rows = []
+    for config in spec.trial_configs():
+        result = results.get(trial_name(config.model_dump()))
+        metrics = (result.metrics or {}) if result is not None else {}
+        step = metrics.get("step")
+        if result is not None and result.error is not None:
+            status = "error"
+        elif step is not None and step >= (config.gradient_steps or 0):
+            status = "done"
+        else:
+            status = "unfinished" if step is not None else "not started"
+        rows.append(TrialStatus(config.task, config.method, config.seed, step, metrics.get("score"), status))
+    return rows
