@@ -6,11 +6,13 @@ medium, medium-replay, medium-expert and expert; the other tests read that run o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -23,10 +25,14 @@ from romi.data.make.behaviour import (
     SACBehaviourConfig,
     ThresholdNotReachedError,
     TrainingProgress,
+    _quiet_rllib,
+    _Recorder,
+    _UniformReplay,
     best_checkpoint,
     choose_medium,
     first_reaching,
     squashed_gaussian_action,
+    unit_actions,
 )
 from romi.data.minari_io import dataset_present, load_transitions, read_metadata
 from romi.data.tasks import TASKS
@@ -101,11 +107,55 @@ def test_squashed_gaussian_action() -> None:
     assert np.all(wild >= low) and np.all(wild <= high)
 
 
+def _recorded(steps: int, start: int = 0) -> dict[str, np.ndarray]:
+    """A recording of `steps` transitions of a fake 2-d task (episodes of 3 steps, the last one terminating)."""
+    recorder = _Recorder(next_episode=0)
+    recorder.on_reset(np.array([start, -start], dtype=np.float64))
+    for t in range(start, start + steps):
+        done = t % 3 == 2
+        recorder.on_step(np.array([0.5, -1.0], dtype=np.float32), np.array([t + 1, -t - 1], dtype=np.float64),
+                         float(t), done, False)
+        if done:
+            recorder.on_reset(np.array([t + 1, -t - 1], dtype=np.float64))
+    return recorder.take_new()
+
+
+def test_uniform_replay_holds_the_recording_and_samples_it_uniformly() -> None:
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (2,))
+    act_space = gym.spaces.Box(np.array([-1.0, 0.0], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float32))
+    replay = _UniformReplay(5, obs_space, act_space, seed=7)
+    assert replay.add(_recorded(3)) == 3 and replay.size == 3
+    assert np.array_equal(replay.columns["obs"][:3, 0], [0, 1, 2])
+    assert np.array_equal(replay.columns["new_obs"][:3, 0], [1, 2, 3])
+    assert np.array_equal(replay.columns["terminateds"][:3], [False, False, True])
+    assert np.allclose(replay.columns["actions"][0], [0.5, -2.0]), "RLlib learns from [-1, 1] actions"
+    replay.add(_recorded(4, start=3))  # 7 transitions into 5 places: the first two are gone (FIFO)
+    assert replay.size == 5 and replay.added == 7
+    assert sorted(replay.columns["rewards"][:5]) == [2.0, 3.0, 4.0, 5.0, 6.0]
+    batch = replay.sample(20_000)
+    assert {k: (v.dtype, v.shape[1:]) for k, v in batch.items()} == {
+        "obs": (np.float32, (2,)), "new_obs": (np.float32, (2,)), "actions": (np.float32, (2,)),
+        "rewards": (np.float32, ()), "terminateds": (np.bool_, ()), "truncateds": (np.bool_, ()),
+        "n_step": (np.int64, ()), "weights": (np.float32, ()),
+    }
+    assert np.all(batch["new_obs"][:, 0] == batch["obs"][:, 0] + 1) and np.all(batch["n_step"] == 1)
+    counts = np.unique(batch["rewards"], return_counts=True)[1]
+    assert len(counts) == 5 and np.all(np.abs(counts / 20_000 - 0.2) < 0.02), "uniform over what is held"
+    first = _UniformReplay(100, obs_space, act_space, seed=3)
+    second = _UniformReplay(100, obs_space, act_space, seed=3)
+    for r in (first, second):
+        r.add(_recorded(50))
+    assert np.array_equal(first.sample(64)["obs"], second.sample(64)["obs"]), "seeded"
+    assert np.allclose(unit_actions(np.array([[0.0, 2.0]]), act_space.low, act_space.high), [[0.0, 1.0]])
+
+
 def test_config_validation() -> None:
     with pytest.raises(RomiError, match="medium_fraction"):
         SACBehaviourConfig(medium_fraction=0.0)
     with pytest.raises(RomiError, match="checkpoint_every"):
         SACBehaviourConfig(checkpoint_every=0)
+    with pytest.raises(RomiError, match="q_network"):
+        SACBehaviourConfig(q_network="cnn")
     assert "medium_budget" not in TINY.fingerprint(), "budgets may change between invocations of one run"
 
 
@@ -275,6 +325,42 @@ def test_resume_after_interruption(ray_local: None, tmp_path: Path) -> None:
                                for c in again.checkpoints])
     assert len(episodes) == 800 and np.all(np.diff(episodes) >= 0), "the recording continues in order"
     assert not (again.directory / "resume" / "step_0000000400").exists(), "only the last resume state is kept"
+
+
+@pytest.mark.ray
+def test_training_is_deterministic_and_fragments_end_on_checkpoints(ray_local: None, tmp_path: Path) -> None:
+    # 64-step fragments do not divide the 200-step iterations: they are cut, so checkpoints still land on 400.
+    config = dataclasses.replace(TINY, rollout_fragment_length=64, checkpoint_every=200, report_every=200)
+    runs = []
+    for name in ("a", "b"):
+        run = BehaviourRun("Hopper-v5", 4, config, root=tmp_path / name)
+        run.train(lambda checkpoints: False, budget=400)
+        runs.append(run)
+    assert [c.env_steps for c in runs[0].checkpoints] == [200, 400]
+    for record_a, record_b in zip(runs[0].checkpoints, runs[1].checkpoints, strict=True):
+        assert record_a.eval_return == record_b.eval_return, "same seed, same updates, same policy"
+        replays = [np.load(run.directory / "replay" / f"{record_a.name}.npz") for run in runs]
+        for key in ("observations", "actions", "rewards"):
+            assert np.array_equal(replays[0][key], replays[1][key]), key
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("q_network", ["mlp", "rllib"])
+def test_q_networks(ray_local: None, tmp_path: Path, q_network: str) -> None:
+    config = dataclasses.replace(TINY, q_network=q_network, checkpoint_every=300, report_every=300)
+    run = BehaviourRun("Hopper-v5", 5, config, root=tmp_path)
+    with _quiet_rllib():
+        algo = run._algorithm_config("no-recorder", 300).build_algo()
+    try:
+        encoder = algo.learner_group._learner.module["default_policy"].qf_encoder
+    finally:
+        algo.stop()
+    if q_network == "mlp":  # D4RL's: an MLP on concat(observation, action)
+        assert [layer.in_features for layer in encoder.modules() if hasattr(layer, "in_features")] == [14, 16]
+    else:
+        assert type(encoder).__name__ == "TorchMultiStreamEncoder"
+    run.train(lambda checkpoints: False, budget=300)  # 100 steps with updates, a checkpoint, its policy loads
+    assert run.load_policy(run.checkpoints[-1]).act(np.zeros(11)).shape == (3,)
 
 
 @pytest.mark.ray

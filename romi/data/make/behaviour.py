@@ -16,13 +16,30 @@ buffer up to that moment, "expert" is the converged policy. One `BehaviourRun` i
 RLlib specifics (ray 2.6x, new API stack), and why:
 - num_env_runners=0 and num_learners=0: sampling and learning run in this process, so a run needs one
   core and the environment wrapper below can hand its transitions to this process directly.
-- The new-stack `Algorithm.get_state()` does not include the replay buffer (`store_buffer_in_checkpoints`
-  only works on the old stack), and RLlib's episode buffer has no ordered export. So we record every
-  transition ourselves with a gymnasium wrapper around the env runner's environment (`_RecordingEnv`):
-  with a buffer capacity >= the steps taken, that recording *is* the replay buffer's content, in
-  order. It is written at each checkpoint, gives medium-replay, and refills RLlib's buffer on resume.
-- Uniform `EpisodeReplayBuffer` (D4RL's SAC, rlkit, replayed uniformly; RLlib's default is prioritised).
-- One learner update of `batch_size` per env step (`updates_per_step`), as D4RL's SAC.
+- One learner update of `batch_size` per env step (`updates_per_step`), as D4RL's SAC, made in
+  fragments: the env runner takes `rollout_fragment_length` steps (default 1000) with the current
+  policy, then the learner makes as many updates. That is rlkit's own loop (D4RL's SAC: 1000
+  exploration steps, then 1000 updates, per train loop), and it pays RLlib's per-call costs (env
+  runner call, weight sync, metrics) once per fragment instead of once per env step.
+- Our training step and replay buffer (`_SACTrainingStep`, bound as `algo.training_step`, which is how
+  RLlib customises an algorithm; `_UniformReplay`): RLlib's `EpisodeReplayBuffer` plus learner
+  connector build a one-step episode object for every sampled transition and take it apart again,
+  profiled at ~80 of the ~180 ms of an update of 256, more than the rest of RLlib's overhead together.
+  Ours is RLlib's SAC step (sample, store, update, sync weights) on flat arrays: the same batch
+  columns (n_step 1, importance weights 1), uniform over the stored transitions as D4RL's SAC
+  (RLlib's default is prioritised), and seeded. What remains of an update is mostly torch (~16 of ~20
+  ms with D4RL's networks, profiled). Measured A/B: see `SACBehaviourConfig.rollout_fragment_length`.
+- The new-stack `Algorithm.get_state()` does not include a replay buffer, so we record every
+  transition with a gymnasium wrapper around the env runner's environment (`_RecordingEnv`), and the
+  replay buffer is filled from that recording, in order: with a capacity >= the steps taken, the
+  recording *is* the buffer's content. It is written at each checkpoint, gives medium-replay, and
+  refills the buffer on resume.
+- The networks are D4RL's (`q_network="mlp"`): the policy is RLlib's (`hidden_sizes` MLP, squashed
+  Gaussian) and each Q-function an MLP of `hidden_sizes` on concat(observation, action)
+  (`_mlp_q_module_spec`). RLlib 2.6x's default SAC Q (`q_network="rllib"`) is a multi-stream encoder
+  (an MLP per input, two fusion layers on their concatenation, an output layer: ~0.66M parameters
+  at 256x256, ~9x rlkit's Q): ~60 of the ~76 ms of torch in an update (profiled), and a different
+  function class than the SAC whose policies D4RL's datasets come from.
 - torch uses one thread while training: RLlib's per-step updates are small, and on a shared 2-core
   machine extra torch threads spin against each other (measured ~7x slower with the default threads).
 - Policies act through the RLModule's `forward_inference` outputs (the squashed-Gaussian inputs); the
@@ -36,6 +53,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -92,6 +110,10 @@ class SACBehaviourConfig:
     """Env steps before the first update, sampled by the initial (untrained, stochastic) policy: RLlib's SAC has
     no uniform-random warm-up. They are the start of medium-replay, as the warm-up was in D4RL's."""
     hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layers of the policy and of each Q-function."""
+    q_network: str = "mlp"
+    """"mlp": D4RL's (rlkit's) Q-function, an MLP on concat(observation, action); "rllib": RLlib's default
+    multi-stream Q (an MLP per input, then fusion layers of the same sizes: ~9x the parameters, ~4x slower runs)."""
     batch_size: int = 256
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -99,7 +121,15 @@ class SACBehaviourConfig:
     gamma: float = 0.99
     tau: float = 0.005
     updates_per_step: float = 1.0
-    rollout_fragment_length: int = 1
+    """Learner updates of `batch_size` per env step, on average (D4RL's SAC: 1)."""
+    rollout_fragment_length: int = 1000
+    """Env steps the policy takes between rounds of updates (`updates_per_step` x as many updates follow them),
+    as rlkit's 1000 exploration steps then 1000 updates per train loop; cut to end on `report_every`.
+    Measured A/B, hopper, 256x256, batch 256, one update per env step, steps/s on the 2-core machine with both
+    cores running other jobs (two runs each, interleaved):
+        RLlib's replay buffer + RLlib's Q, fragment 1 (the previous default):   7.5, 8.2
+        ours + RLlib's Q (q_network="rllib"), fragment 1 / 32 / 1000:           11.5, 12.2 / 12.2, 12.6 / 12.2, 13.1
+        ours + D4RL's Q (q_network="mlp"), fragment 1 / 1000:                   39.7, 43.9 / 46.2, 51.3"""
     replay_capacity: int = 1_000_000
     torch_threads: int = 1
 
@@ -114,6 +144,8 @@ class SACBehaviourConfig:
                 f"SAC behaviour config: medium_fraction must be in (0, 1] and expert_fraction > 0, got "
                 f"{self.medium_fraction} and {self.expert_fraction}"
             )
+        if self.q_network not in ("mlp", "rllib"):
+            raise ConfigError(f"SAC behaviour config: q_network must be 'mlp' or 'rllib', got {self.q_network!r}")
         if self.updates_per_step <= 0 or self.learning_starts < 0 or not self.hidden_sizes:
             raise ConfigError(
                 "SAC behaviour config: needs updates_per_step > 0, learning_starts >= 0 and non-empty hidden_sizes"
@@ -267,6 +299,8 @@ class _Recorder:
         self.observation: np.ndarray | None = None
         self.rows: dict[str, list[Any]] = {k: [] for k in _REPLAY_KEYS}
         self.steps = 0
+        self.taken = 0
+        """Rows already handed to the replay buffer by `take_new`."""
 
     def on_reset(self, observation: np.ndarray) -> None:
         self.episode = self.next_episode
@@ -282,10 +316,18 @@ class _Recorder:
         self.observation = np.asarray(observation)
         self.steps += 1
 
+    def take_new(self) -> dict[str, np.ndarray]:
+        """The transitions since the last `take_new`, as arrays (they stay recorded for `flush`)."""
+        chunk = {k: np.asarray(v[self.taken:], dtype=_REPLAY_DTYPES[k]) for k, v in self.rows.items()}
+        self.taken = len(self.rows["rewards"])
+        return chunk
+
     def flush(self) -> dict[str, np.ndarray]:
         """The transitions since the last flush, as arrays (and forget them)."""
+        assert self.taken == len(self.rows["rewards"]), "transitions recorded but not in the replay buffer"
         chunk = {k: np.asarray(v, dtype=_REPLAY_DTYPES[k]) for k, v in self.rows.items()}
         self.rows = {k: [] for k in _REPLAY_KEYS}
+        self.taken = 0
         return chunk
 
 
@@ -351,6 +393,142 @@ def replay_episodes(chunks: Sequence[dict[str, np.ndarray]]) -> list[dict[str, n
             "cut": np.asarray(cut),
         })
     return episodes
+
+
+# --------------------------------------------------------------------------------------------
+# The SAC's replay buffer and training step (RLlib's, without its per-transition Python)
+# --------------------------------------------------------------------------------------------
+
+
+def unit_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Env actions -> the module's [-1, 1] actions, which RLlib's SAC learns from (it scales them to the bounds)."""
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    return ((np.asarray(actions, dtype=np.float64) - low) / (high - low) * 2.0 - 1.0).astype(np.float32)
+
+
+class _UniformReplay:
+    """SAC's replay buffer as flat arrays: filled with the recording, in order (FIFO beyond `capacity`), and
+    sampled uniformly into RLlib's train-batch columns.
+
+    It stands in for RLlib's `EpisodeReplayBuffer` + learner connector, which hand the learner the same
+    batch (uniform over stored transitions, n_step 1, weights 1) but build a one-step episode object per
+    sampled transition and take it apart again: ~80 of the ~180 ms of an update of 256 (profiled).
+    Unlike RLlib's buffer (unseeded), it draws from a seeded generator.
+    """
+
+    def __init__(self, capacity: int, observation_space: gym.spaces.Box, action_space: gym.spaces.Box,
+                 seed: int) -> None:
+        self.capacity = capacity
+        self.low, self.high = action_space.low, action_space.high
+        self.rng = np.random.default_rng(seed)
+        shapes = {"obs": observation_space.shape, "new_obs": observation_space.shape, "actions": action_space.shape,
+                  "rewards": (), "terminateds": (), "truncateds": ()}
+        self.columns = {k: np.zeros((0, *shape), dtype=bool if k.endswith("eds") else np.float32)
+                        for k, shape in shapes.items()}
+        self.size = 0
+        self.added = 0
+        """Transitions ever added: the run's env steps."""
+
+    def add(self, chunk: dict[str, np.ndarray]) -> int:
+        """Append a recorded chunk (`_REPLAY_KEYS` arrays); returns its number of transitions."""
+        n = len(chunk["rewards"])
+        if n == 0:
+            return 0
+        rows = {
+            "obs": chunk["observations"], "new_obs": chunk["next_observations"],
+            "actions": unit_actions(chunk["actions"], self.low, self.high), "rewards": chunk["rewards"],
+            "terminateds": chunk["terminations"], "truncateds": chunk["truncations"],
+        }
+        keep = min(n, self.capacity)  # of a chunk larger than the whole buffer only its end stays
+        needed = min(self.capacity, self.added + n)
+        if needed > len(self.columns["rewards"]):  # grow geometrically up to the capacity
+            size = min(self.capacity, max(needed, 2 * len(self.columns["rewards"]), 4096))
+            for key, column in self.columns.items():
+                grown = np.zeros((size, *column.shape[1:]), dtype=column.dtype)
+                grown[:len(column)] = column
+                self.columns[key] = grown
+        positions = (self.added + n - keep + np.arange(keep)) % self.capacity
+        for key, value in rows.items():
+            self.columns[key][positions] = value[n - keep:]
+        self.added += n
+        self.size = min(self.capacity, self.added)
+        return n
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        """`batch_size` transitions drawn uniformly with replacement, as RLlib's SAC learner reads them."""
+        index = self.rng.integers(self.size, size=batch_size)
+        batch = {key: column[index] for key, column in self.columns.items()}
+        batch["n_step"] = np.ones(batch_size, dtype=np.int64)
+        batch["weights"] = np.ones(batch_size, dtype=np.float32)
+        return batch
+
+
+class _SACTrainingStep:
+    """RLlib SAC's training step (DQN's `_training_step_new_api_stack`) on the `_UniformReplay`.
+
+    Bound as `algo.training_step`. Each call samples a fragment of up to `rollout_fragment_length` env
+    steps with the local env runner (cut so that no fragment crosses a multiple of `period` steps from
+    `origin`: RLlib's iterations, hence progress lines and checkpoints, end exactly on them), adds it
+    to the replay buffer from the recording, makes `updates_per_step` learner updates per env step
+    from `learning_starts` on (a fraction carries over), each on `batch_size` transitions drawn
+    uniformly, and sends the new weights to the env runner. RLlib's own replay buffer stays empty.
+    """
+
+    def __init__(self, algo: Any, recorder: _Recorder, replay: _UniformReplay, config: SACBehaviourConfig, *,
+                 period: int, origin: int) -> None:
+        self.algo, self.recorder, self.replay, self.config = algo, recorder, replay, config
+        self.period, self.origin = period, origin
+        self.owed = 0.0
+
+    def __call__(self) -> None:
+        from ray.rllib.core import DEFAULT_MODULE_ID
+        from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+        from ray.rllib.utils.metrics import (
+            ALL_MODULES,
+            ENV_RUNNER_RESULTS,
+            ENV_RUNNER_SAMPLING_TIMER,
+            LEARNER_RESULTS,
+            LEARNER_UPDATE_TIMER,
+            NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+            NUM_ENV_STEPS_SAMPLED_LIFETIME,
+            SYNCH_WORKER_WEIGHTS_TIMER,
+            TD_ERROR_KEY,
+            TIMERS,
+        )
+
+        algo, cfg, replay = self.algo, self.config, self.replay
+        before = replay.added
+        fragment = min(cfg.rollout_fragment_length, self.period - (before - self.origin) % self.period)
+        with algo.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            algo.env_runner.sample(num_timesteps=fragment)
+        algo.metrics.aggregate([algo.env_runner.get_metrics()], key=ENV_RUNNER_RESULTS)
+        replay.add(self.recorder.take_new())
+        if replay.added >= cfg.learning_starts:  # as RLlib: the step reaching learning_starts has its update
+            self.owed += cfg.updates_per_step * (replay.added - max(before, cfg.learning_starts - 1))
+        updates = int(self.owed)
+        self.owed -= updates
+        if updates == 0:
+            return
+        timesteps = {
+            NUM_ENV_STEPS_SAMPLED_LIFETIME: algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME),
+                                                              default=0),
+            NUM_AGENT_STEPS_SAMPLED_LIFETIME: algo.metrics.peek(
+                (ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME), default={}),
+        }
+        with algo.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            for _ in range(updates):
+                batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(replay.sample(cfg.batch_size))},
+                                        env_steps=cfg.batch_size)
+                learner_results = algo.learner_group.update(batch=batch, timesteps=timesteps)
+                for result in learner_results:  # per-transition TD errors: only for prioritised replay
+                    for module_results in result.values():
+                        module_results.pop(TD_ERROR_KEY, None)
+                algo.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with algo.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            algo.env_runner_group.sync_weights(
+                from_worker_or_learner_group=algo.learner_group,
+                policies=set(learner_results[0].keys()) - {ALL_MODULES}, global_vars=None, inference_only=True,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,13 +729,17 @@ class BehaviourRun:
         token = uuid.uuid4().hex
         _RECORDERS[token] = recorder
         with _ray_session(), _torch_threads(cfg.torch_threads), _quiet_rllib():
-            # One RLlib iteration samples at least this many steps: a progress line each, and no overshoot of
-            # a small budget (with rollout_fragment_length 1, iterations end exactly on it).
+            # One RLlib iteration samples this many steps (fragments are cut to end on it): a progress line each,
+            # and no overshoot of a small budget.
             iteration = max(1, min(cfg.report_every, cfg.checkpoint_every, budget - self.state.env_steps))
             algo = self._algorithm_config(token, iteration).build_algo()
+            replay = _UniformReplay(cfg.replay_capacity, self.observation_space, self.action_space,
+                                    seed=self._session_seed())
+            algo.training_step = _SACTrainingStep(algo, recorder, replay, cfg, period=iteration,
+                                                  origin=self.state.env_steps)
             try:
                 if self.state.resume is not None:
-                    self._restore(algo, log)
+                    self._restore(algo, replay, log)
                 started, steps_at_start = time.perf_counter(), self.state.env_steps
                 # steps/s over the last iterations: the first `learning_starts` steps (no updates) run ~30x
                 # faster than the rest, so a whole-session average would promise far too early an ETA.
@@ -610,7 +792,8 @@ class BehaviourRun:
             .env_runners(num_env_runners=0, rollout_fragment_length=cfg.rollout_fragment_length)
             .learners(num_learners=0)
             .rl_module(model_config={"fcnet_hiddens": hidden, "fcnet_activation": "relu",
-                                     "fusionnet_hiddens": hidden, "fusionnet_activation": "relu"})
+                                     "fusionnet_hiddens": hidden, "fusionnet_activation": "relu"},
+                       **({"rl_module_spec": _mlp_q_module_spec()} if cfg.q_network == "mlp" else {}))
             .training(
                 actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr, alpha_lr=cfg.alpha_lr, gamma=cfg.gamma, tau=cfg.tau,
                 train_batch_size_per_learner=cfg.batch_size, training_intensity=intensity,
@@ -618,42 +801,24 @@ class BehaviourRun:
                 replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": cfg.replay_capacity},
             )
             .reporting(min_time_s_per_iteration=0, min_sample_timesteps_per_iteration=iteration_steps)
-            # A new seed after each resume: RLlib re-seeds its envs and torch from it on build, and replaying
-            # the very same start states and exploration noise as the first session would add nothing.
-            .debugging(seed=self.seed + 1_000_003 * self.state.resumes, log_level="ERROR")
+            .debugging(seed=self._session_seed(), log_level="ERROR")
         )
 
-    def _restore(self, algo: Any, log: Log) -> None:
-        """Learner, optimisers and counters from RLlib's checkpoint; the replay buffer from our recording."""
-        from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+    def _session_seed(self) -> int:
+        """A new seed after each resume: RLlib re-seeds its envs and torch from it on build (and the replay buffer
+        its sampling), and replaying the very same start states and exploration noise as the first session would
+        add nothing."""
+        return self.seed + 1_000_003 * self.state.resumes
 
+    def _restore(self, algo: Any, replay: _UniformReplay, log: Log) -> None:
+        """Learner, optimisers and counters from RLlib's checkpoint; the replay buffer from our recording."""
         algo.restore_from_path(str(self.directory / "resume" / self.state.resume))
-        low, high = self.action_space.low, self.action_space.high
-        rebuilt = []
-        for index, ep in enumerate(replay_episodes(self._chunks(self.state.env_steps))):
-            steps = len(ep["rewards"])
-            # RLlib keeps the module's actions in [-1, 1] in its episodes (it scales them to the env's bounds).
-            actions = (ep["actions"] - low) / (high - low) * 2.0 - 1.0
-            episode = SingleAgentEpisode(
-                id_=f"romi-restored-{self.state.resumes}-{index}",
-                observations=list(ep["observations"].astype(np.float32)),
-                actions=list(actions.astype(np.float32)),
-                rewards=list(ep["rewards"]),
-                infos=[{} for _ in range(steps + 1)],
-                terminated=bool(ep["terminations"][-1]),
-                # An episode cut by the checkpoint stays open, as it was in RLlib's buffer before the interruption.
-                truncated=bool(ep["truncations"][-1]) and not bool(ep["cut"]),
-                observation_space=self.observation_space,
-                action_space=self.action_space,
-                len_lookback_buffer=0,
-            )
-            rebuilt.append(episode.to_numpy())
-        if rebuilt:
-            algo.local_replay_buffer.add(rebuilt)
+        for chunk in self._chunks(self.state.env_steps):
+            replay.add(chunk)
         self.state.resumes += 1
         self._save_state()
         log(f"  resumed from {self.state.resume}: {self.state.env_steps:,} env steps, replay buffer refilled with "
-            f"{sum(len(e) for e in rebuilt):,} transitions")
+            f"{replay.size:,} transitions")
 
     def _checkpoint(self, algo: Any, recorder: _Recorder, env_steps: int, train_return: float | None,
                     training_seconds: float) -> CheckpointRecord:
@@ -708,6 +873,39 @@ class BehaviourRun:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _mlp_q_module_spec() -> Any:
+    """RLlib's SAC module with D4RL's Q-functions: `fcnet_hiddens` on concat(observation, action), then a linear
+    output (RLlib's Q head); the policy is unchanged (`fcnet_hiddens` on the observation, squashed Gaussian).
+
+    Classes made here pickle by value into RLlib's checkpoints, so those load without this module.
+    """
+    import torch
+    from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.models.base import ENCODER_OUT
+    from ray.rllib.core.models.configs import MLPEncoderConfig
+    from ray.rllib.core.models.torch.encoder import TorchMLPEncoder
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    class ConcatQEncoder(TorchMLPEncoder):
+        def _forward(self, inputs: dict, **kwargs: Any) -> dict:
+            return {ENCODER_OUT: self.net(torch.cat([inputs[Columns.OBS], inputs[Columns.ACTIONS]], dim=-1))}
+
+    class MLPQCatalog(SACCatalog):
+        def _build_qf_encoder_continuous(self, framework: str) -> Any:
+            hidden = list(self._model_config_dict["fcnet_hiddens"])
+            activation = self._model_config_dict["fcnet_activation"]
+            config = MLPEncoderConfig(
+                input_dims=(int(np.prod(self.observation_space.shape)) + int(np.prod(self.action_space.shape)),),
+                hidden_layer_dims=hidden[:-1], hidden_layer_activation=activation,
+                output_layer_dim=hidden[-1], output_layer_activation=activation,
+            )
+            return ConcatQEncoder(config)
+
+    return RLModuleSpec(catalog_class=MLPQCatalog)
 
 
 def _make_env(env_id: str, horizon: int) -> gym.Env:
