@@ -93,12 +93,16 @@ class RayBufferBuilder:
             ray.kill(worker)
         seconds = time.perf_counter() - started
         total = sum(s["transitions"] for s in self.stats)
-        busy: dict[float, list[float]] = {}
-        for s in self.stats:
-            busy.setdefault(s["pid"], [0.0, 0.0])
-            busy[s["pid"]][0] += s["transitions"]
-            busy[s["pid"]][1] += s["seconds"]
-        rates = ", ".join(f"{n / t:,.0f}/s" for n, t in busy.values())
+        rates = ", ".join(f"{rate:,.0f}/s" for rate in self.rates_per_actor())
         self.log(f"model buffer: {int(total):,} transitions from {self.num_workers} actors in {seconds:.1f} s "
                  f"({total / seconds:,.0f}/s in total; per actor process {rates})")
         return buffer
+
+    def rates_per_actor(self) -> list[float]:
+        """Transitions per second of each actor process while it was generating (last build)."""
+        busy: dict[float, list[float]] = {}
+        for s in self.stats:
+            transitions_seconds = busy.setdefault(s["pid"], [0.0, 0.0])
+            transitions_seconds[0] += s["transitions"]
+            transitions_seconds[1] += s["seconds"]
+        return [n / t for n, t in busy.values()]
