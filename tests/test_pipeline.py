@@ -41,9 +41,11 @@ def test_every_method_runs_on_maze2d(method: str, umaze_dataset: str, tmp_path: 
         assert any(f"dynamics ({direction})" in line for line in logs)
 
 
-def test_romi_cql_on_hopper_random(hopper_dataset: str, tmp_path: Path) -> None:
-    summary, _ = _run(hopper_dataset, "ROMI-CQL", tmp_path / "run", tmp_path / "artifacts")
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_on_hopper_random(method: str, hopper_dataset: str, tmp_path: Path) -> None:
+    summary, _ = _run(hopper_dataset, method, tmp_path / "run", tmp_path / "artifacts")
     assert summary["dataset_id"] == "local/hopper/random-v0" and summary["steps"] == 60
+    assert summary["method"] == method
 
 
 def test_interrupted_run_resumes_exactly_and_finished_run_is_skipped(umaze_dataset: str, tmp_path: Path) -> None:
