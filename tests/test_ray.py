@@ -150,8 +150,12 @@ def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_fil
     check_datasets(spec)
     grid = build_tuner(spec, str(tmp_path), extra={"fail_once_at_step": 50}).fit()
     assert grid[0].error is None
-    lines = _result_lines(tmp_path / "flaky" / "maze2d-umaze-sparse_BCQ_seed0")
-    assert [r["step"] for r in lines] == [50, 100], "no repeated or missing evaluations"
+    from romi.analysis.results import load_results
+
+    results = load_results(str(tmp_path / "flaky"))
+    assert results["step"].tolist() == [50, 100], "no repeated or missing evaluations"
+    saved = sorted((tmp_path / "flaky" / "maze2d-umaze-sparse_BCQ_seed0").glob("checkpoint_*/evaluations.jsonl"))
+    assert [json.loads(line)["step"] for line in saved[-1].read_text().splitlines()] == [50, 100]
     assert any(tmp_path.glob("flaky/artifacts/.failed-once-*")), "the failure was injected"
 
 

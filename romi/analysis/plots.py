@@ -222,7 +222,8 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     sample = rng.choice(len(data), size=min(5000, len(data)), replace=False)
     for ax, title in zip(axes.flat, panels, strict=True):
         walls(ax, title)
-        ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15)
+        ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15,
+                   rasterized=True)  # thousands of points: a bitmap layer keeps the SVG small
 
     policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
     generator = torch.Generator().manual_seed(seed)

@@ -62,6 +62,22 @@ def _json_lines(text: str | None) -> list[dict[str, Any]]:
     return records
 
 
+def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
+    """A Tune trial's evaluations: the history saved in its latest checkpoint (complete by construction,
+    see `romi.tune.trainable.EVALUATIONS_FILE`) merged with result.json (which may hold a later line,
+    or lose or repeat the one reported just before a failure); one record per step, the last one kept."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
+    checkpoints = sorted(info.path for info in fs.get_file_info(selector)
+                         if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    saved = _json_lines(_read_text(fs, f"{checkpoints[-1]}/evaluations.jsonl")) if checkpoints else []
+    by_step: dict[Any, dict[str, Any]] = {}
+    for record in [*saved, *_json_lines(_read_text(fs, f"{directory}/result.json"))]:
+        by_step[record.get("step")] = record
+    return sorted(by_step.values(), key=lambda record: float(record.get("step") or 0))
+
+
 def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
     import pyarrow.fs
 
@@ -76,7 +92,7 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
             params = json.loads(_read_text(fs, marker) or "{}")
             if "task" not in params or "method" not in params:
                 continue
-            records = _json_lines(_read_text(fs, f"{directory}/result.json"))
+            records = _tune_records(fs, directory)
             errored = _read_text(fs, f"{directory}/error.txt") is not None
             sweep = params.get("sweep") or directory.rsplit("/", 2)[-2]
             config = params

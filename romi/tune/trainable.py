@@ -7,6 +7,7 @@ sweep never recomputes a finished trial.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from romi.imagination.rollout import build_buffer_in_process
 from romi.pipeline import Run
 
 CHECKPOINT_FILE = "run.pt"
+EVALUATIONS_FILE = "evaluations.jsonl"
+"""Every evaluation reported so far, saved in each checkpoint. Tune's result.json is written by the driver
+and can lose or repeat the line reported just before a trial fails (seen under load on 2 cores); the
+checkpointed history is complete by construction, and `romi.analysis.load_results` prefers it."""
 
 
 def trial_name(config: dict[str, Any]) -> str:
@@ -46,10 +51,14 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     run.setup()
     run.start_clock()
 
+    history: list[str] = []  # evaluations.jsonl lines
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             run.load_state_dict(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False))
+            evaluations = Path(directory) / EVALUATIONS_FILE
+            if evaluations.exists():  # absent in checkpoints written before this file existed
+                history = evaluations.read_text().splitlines()
         print(f"resumed from step {run.step:,}")
 
     identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
@@ -57,6 +66,8 @@ def romi_trainable(trial: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
             metrics = {**identity, **record.flat(), "done_fraction": run.step / (config.gradient_steps or 1)}
+            history.append(json.dumps(metrics))
+            (Path(directory) / EVALUATIONS_FILE).write_text("\n".join(history) + "\n")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         _maybe_fail_once(trial, run.step)
 
