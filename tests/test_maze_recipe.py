@@ -7,7 +7,7 @@ import pytest
 
 from romi.data.make.maze import GoalSeekingActor, WaypointController, shortest_path
 from romi.data.tasks import TASKS
-from romi.envs import GOAL_RADIUS, cell_to_xy, goal_xy, make_eval_env, maze_map, maze_reward
+from romi.envs import GOAL_RADIUS, cell_to_xy, goal_xy, make_eval_env, maze_map, maze_reward, xy_to_cell
 
 LAYOUT_TASKS = ["maze2d-umaze-sparse", "maze2d-medium-sparse", "maze2d-large-sparse"]
 
@@ -64,3 +64,21 @@ def test_maze_rewards_by_hand() -> None:
     assert np.allclose(maze_reward(xy, goal, "dense"), np.exp(-np.array([0.0, 0.5, 0.6, 5.0])))
     with pytest.raises(ValueError):
         maze_reward(xy, goal, "shaped")
+
+
+@pytest.mark.parametrize("name", LAYOUT_TASKS)
+def test_simulated_states_never_enter_a_wall_cell_of_the_drawn_frame(name: str) -> None:
+    """`xy_to_cell` is the frame Figure 3 draws walls in: a random walker and the planner stay in free cells."""
+    task = TASKS[name]
+    grid = maze_map(task.env_id)
+    env = make_eval_env(task)
+    rng = np.random.default_rng(0)
+    actor = GoalSeekingActor(task, seed=0)
+    for act in (lambda obs: rng.uniform(-1.0, 1.0, 2).astype(np.float32), actor):
+        obs, _ = env.reset(seed=1)
+        for _ in range(300):
+            obs, _reward, _, truncated, _ = env.step(act(obs))
+            row, col = xy_to_cell(task, obs[:2])
+            assert grid[row][col] == 0, f"{name}: state {obs[:2]} is drawn in wall cell {(row, col)}"
+            if truncated:
+                break

@@ -70,11 +70,17 @@ def _check_episode_structure(data: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_threshold_rule_picks_the_first_checkpoint_reaching_it() -> None:
+def test_threshold_rule_picks_the_closest_checkpoint_up_to_the_first_reaching_it() -> None:
     records = [_record("c3", 300, 50.0), _record("c1", 100, 5.0), _record("c2", 200, 12.0), _record("c4", 400, 9.0)]
     assert first_reaching(records, 10.0).name == "c2", "training order, not list order or best return"
     assert first_reaching(records, 12.0).name == "c2", ">= counts"
+    assert choose_medium(records, 10.0).name == "c2", "12 is closer to 10 than 5 is; c4 (9) comes after c2"
     assert choose_medium(records, 40.0).name == "c3"
+    assert choose_medium(records, 8.5).name == "c2", "a tie goes to the checkpoint that reached the threshold"
+    # Our Hopper-v5 run: the return jumped from 295 to 3027 between two checkpoints; 968 is about a third.
+    hopper = [_record("s190", 190, 551.5), _record("s200", 200, 967.8), _record("s290", 290, 295.0),
+              _record("s300", 300, 3027.2), _record("s310", 310, 1100.0)]
+    assert choose_medium(hopper, 1078.1).name == "s200"
     assert best_checkpoint(records).name == "c3"
     assert first_reaching([], 1.0) is None and best_checkpoint([]) is None
 
@@ -205,10 +211,10 @@ def family(ray_local: None, isolated_minari_store: Path) -> dict[str, Any]:
 
 
 @pytest.mark.ray
-def test_medium_is_the_first_checkpoint_reaching_the_threshold(family: dict[str, Any]) -> None:
+def test_medium_is_chosen_by_the_threshold_rule(family: dict[str, Any]) -> None:
     run: BehaviourRun = family["run"]
     threshold = FRACTION * HOPPER.d4rl_ref_max
-    medium = first_reaching(run.checkpoints, threshold)
+    medium = choose_medium(run.checkpoints, threshold)
     assert medium is not None
     assert family["state"]["medium"] == {"checkpoint": medium.name, "threshold": threshold}
     behaviour = read_metadata(HOPPER.local_id)["romi_behaviour"]
@@ -223,7 +229,7 @@ def test_medium_is_the_first_checkpoint_reaching_the_threshold(family: dict[str,
 @pytest.mark.ray
 def test_all_four_datasets_load_with_episode_structure(family: dict[str, Any]) -> None:
     run: BehaviourRun = family["run"]
-    medium = first_reaching(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
+    medium = choose_medium(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
     sizes = {"hopper-medium": DATA_STEPS, "hopper-medium-replay": medium.env_steps,
              "hopper-medium-expert": 2 * DATA_STEPS, "local/hopper/expert-v0": DATA_STEPS}
     for name, size in sizes.items():
@@ -239,7 +245,7 @@ def test_all_four_datasets_load_with_episode_structure(family: dict[str, Any]) -
 @pytest.mark.ray
 def test_medium_replay_is_what_the_sac_sampled_in_order(family: dict[str, Any]) -> None:
     run: BehaviourRun = family["run"]
-    medium = first_reaching(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
+    medium = choose_medium(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
     data = load_transitions("hopper-medium-replay")
     recorded = np.concatenate([np.load(run.directory / "replay" / f"{c.name}.npz")["observations"]
                                for c in run.checkpoints if c.env_steps <= medium.env_steps])
@@ -261,7 +267,7 @@ def test_medium_expert_is_medium_then_expert(family: dict[str, Any]) -> None:
 @pytest.mark.ray
 def test_descriptions_metadata_and_progress(family: dict[str, Any]) -> None:
     run: BehaviourRun = family["run"]
-    medium = first_reaching(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
+    medium = choose_medium(run.checkpoints, FRACTION * HOPPER.d4rl_ref_max)
     meta = read_metadata(HOPPER.local_id)
     for needle in (medium.name, f"{medium.eval_return:.1f}", "seed 0", f"{DATA_STEPS:,} steps", "stochastically"):
         assert needle in meta["description"], needle

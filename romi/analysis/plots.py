@@ -189,7 +189,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     from romi.config import load_run_config
     from romi.data.minari_io import load_transitions, resolve_dataset_id
     from romi.data.tasks import get_task
-    from romi.envs import make_eval_env, maze_map
+    from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, make_eval_env, maze_map
     from romi.evaluation import evaluate
     from romi.imagination.rollout import generate_rollouts
     from romi.models.rollout_policy import UniformRolloutPolicy
@@ -206,13 +206,15 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
 
     def walls(ax: plt.Axes, title: str) -> None:
+        # The simulator's own frame (`cell_to_xy`), the one the dataset and evaluation states are in.
+        size = MAZE_SCALING[task.domain]
         for r, row in enumerate(grid):
             for c, cell in enumerate(row):
                 if cell == 1:
-                    x, y = c + 0.5 - len(row) / 2, len(grid) / 2 - r - 0.5
-                    ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, color="0.25"))
-        ax.set_xlim(-len(grid[0]) / 2, len(grid[0]) / 2)
-        ax.set_ylim(-len(grid) / 2, len(grid) / 2)
+                    x, y = cell_to_xy(task, (r, c))
+                    ax.add_patch(plt.Rectangle((x - size / 2, y - size / 2), size, size, color="0.25"))
+        ax.set_xlim(-len(grid[0]) / 2 * size, len(grid[0]) / 2 * size)
+        ax.set_ylim(-len(grid) / 2 * size, len(grid) / 2 * size)
         ax.set_aspect("equal")
         ax.set_title(title)
         ax.set_xticks([])
@@ -244,7 +246,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
         ax.legend(fontsize=7, loc="lower right")
 
     env = make_eval_env(task)
-    goal = np.array([task.goal_cell[1] + 0.5 - len(grid[0]) / 2, len(grid) / 2 - task.goal_cell[0] - 0.5])
+    goal = goal_xy(task)
     for ax, (method, trial_dir) in zip(list(axes.flat)[3:], trials.items(), strict=True):
         ax.scatter([goal[0]], [goal[1]], marker="*", s=200, color="gold", edgecolor="black", zorder=4)
         state = _latest_run_state(trial_dir)

@@ -3,9 +3,10 @@
 - `random`: uniform random actions, as D4RL's.
 - `medium`, `medium-replay`, `medium-expert` (and `expert`, written beside them): D4RL's recipe with an
   online SAC run per (environment, seed) trained with RLlib (`romi.data.make.behaviour`): medium = the
-  first checkpoint reaching a third of expert return, acting stochastically; medium-replay = everything
-  the SAC sampled up to that checkpoint, in order; expert = the best checkpoint of the run trained to its
-  budget (or to expert return); medium-expert = medium + expert episodes, as `minari.combine_datasets`.
+  checkpoint closest to a third of expert return (of those up to the first reaching it), acting
+  stochastically; medium-replay = everything the SAC sampled up to that checkpoint, in order; expert =
+  the best checkpoint of the run trained to its budget (or to expert return); medium-expert = medium +
+  expert episodes, as `minari.combine_datasets`.
 """
 
 from __future__ import annotations
@@ -155,8 +156,8 @@ def make_sac_dataset(
 
     started = time.perf_counter()
     medium = run.medium(threshold, budget=medium_budget, log=log)
-    log(f"medium policy: {medium.name} (eval return {medium.eval_return:.1f} >= threshold {threshold:.1f}, "
-        f"after {medium.env_steps:,} SAC env steps)")
+    log(f"medium policy: {medium.name} (eval return {medium.eval_return:.1f}, the closest to the threshold "
+        f"{threshold:.1f} of the checkpoints up to the first reaching it; after {medium.env_steps:,} SAC env steps)")
     behaviour: dict[str, Any] = {
         "run_dir": str(run.directory), "env_id": task.env_id, "seed": seed, "config": run.state.fingerprint,
         "config_hash": run.fingerprint_hash, "medium_fraction": cfg.medium_fraction, "medium_threshold": threshold,
@@ -269,7 +270,7 @@ def _medium_sentence(
     return (
         f"The medium policy is checkpoint {medium.name} of an online RLlib SAC run (seed {seed}; {sac}; a "
         f"checkpoint every {cfg.checkpoint_every:,} env steps, evaluated deterministically over "
-        f"{cfg.eval_episodes} episodes): the first whose eval return reached {threshold:.1f} = "
+        f"{cfg.eval_episodes} episodes): of those up to the first whose eval return reached {threshold:.1f} = "
         f"{cfg.medium_fraction:.3g} x D4RL's expert reference {task.d4rl_ref_max}; its eval return is "
         f"{medium.eval_return:.1f} ± {medium.eval_return_std:.1f}, after {medium.env_steps:,} env steps "
         f"({format_duration(medium.training_seconds)} of SAC training)."
