@@ -270,8 +270,9 @@ def _medium_sentence(
     return (
         f"The medium policy is checkpoint {medium.name} of an online RLlib SAC run (seed {seed}; {sac}; a "
         f"checkpoint every {cfg.checkpoint_every:,} env steps, evaluated deterministically over "
-        f"{cfg.eval_episodes} episodes): of those up to the first whose eval return reached {threshold:.1f} = "
-        f"{cfg.medium_fraction:.3g} x D4RL's expert reference {task.d4rl_ref_max}; its eval return is "
+        f"{cfg.eval_episodes} episodes), the closest to the threshold {threshold:.1f} = "
+        f"{cfg.medium_fraction:.3g} x D4RL's expert reference {task.d4rl_ref_max} of those up to the first "
+        f"reaching it; its eval return is "
         f"{medium.eval_return:.1f} ± {medium.eval_return_std:.1f}, after {medium.env_steps:,} env steps "
         f"({format_duration(medium.training_seconds)} of SAC training)."
     )
