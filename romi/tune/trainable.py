@@ -51,24 +51,24 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     run.setup()
     run.start_clock()
 
-    history: list[str] = []  # evaluations.jsonl lines
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             run.load_state_dict(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False))
-            evaluations = Path(directory) / EVALUATIONS_FILE
-            if evaluations.exists():  # absent in checkpoints written before this file existed
-                history = evaluations.read_text().splitlines()
         print(f"resumed from step {run.step:,}")
 
     identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
+
+    def reported(evaluation: dict[str, Any]) -> dict[str, Any]:
+        return {**identity, **evaluation, "done_fraction": evaluation["step"] / (config.gradient_steps or 1)}
+
     for record in run.train():
         with tempfile.TemporaryDirectory() as directory:
             torch.save(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
-            metrics = {**identity, **record.flat(), "done_fraction": run.step / (config.gradient_steps or 1)}
-            history.append(json.dumps(metrics))
-            (Path(directory) / EVALUATIONS_FILE).write_text("\n".join(history) + "\n")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            # `run.history` holds every evaluation so far (restored with the run on resume), this one included.
+            lines = [json.dumps(reported(evaluation)) for evaluation in run.history]
+            (Path(directory) / EVALUATIONS_FILE).write_text("\n".join(lines) + "\n")
+            tune.report(reported(record.flat()), checkpoint=tune.Checkpoint.from_directory(directory))
         _maybe_fail_once(trial, run.step)
 
 
