@@ -93,7 +93,11 @@ def data_list() -> None:
 @friendly_errors
 def data_make(
     task: Annotated[str, typer.Argument(help="Task name, e.g. maze2d-umaze-sparse (see `romi data list`).")],
-    steps: Annotated[int | None, typer.Option(help="Environment steps (default: the recipe's, 1M).", min=1)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Environment steps (default: D4RL's sizes: maze2d umaze/medium/large 1M/2M/4M; "
+                          "locomotion 1M).", min=1),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0)] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
     ref_episodes: Annotated[int, typer.Option(help="Episodes for the reference scores.", min=1)] = 50,
@@ -140,7 +144,9 @@ def data_make(
 @friendly_errors
 def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.")]) -> None:
     """A task's settings and what its datasets hold."""
-    from romi.data.minari_io import dataset_present, dataset_size_bytes, read_metadata
+    from rich.markup import escape
+
+    from romi.data.minari_io import check_recipe_current, dataset_present, dataset_size_bytes, read_metadata
     from romi.data.tasks import get_task
 
     spec = get_task(task)
@@ -150,7 +156,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
     p = spec.paper
     console.print(
         f"  paper profile: h={p.horizon}, model share {p.model_share}, rollout policy {p.rollout_policy}, "
-        f"return-weighted {p.return_weighted}"
+        f"return-weighted real data (ROMI/FOMI runs only) {p.return_weighted}"
     )
     for label, dataset_id in (("official", spec.official_id), ("local", spec.local_id)):
         if dataset_id is None:
@@ -162,11 +168,22 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         meta = read_metadata(dataset_id)
         console.print(
             f"  {label}: [green]{dataset_id}[/] episodes {meta.get('total_episodes'):,} steps "
-            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))} refs "
-            f"{meta.get('ref_min_score')} / {meta.get('ref_max_score')}"
+            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))}"
         )
+        console.print(
+            f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
+            f"{_ref(meta.get('ref_max_score'))}  |  D4RL's {spec.d4rl_ref_min} / {spec.d4rl_ref_max}"
+        )
+        try:
+            check_recipe_current(dataset_id, meta)
+        except RomiError as err:
+            console.print(f"    [yellow]outdated:[/] {escape(err.problem)}; fix: {escape(err.hint or '')}")
         if meta.get("description"):
-            console.print(f"    [dim]{meta['description']}[/]")
+            console.print(f"    [dim]{escape(meta['description'])}[/]")
+
+
+def _ref(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "—"
 
 
 @app.command("train")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from romi.data.tasks import get_task
 from romi.errors import ConfigError
@@ -159,7 +159,9 @@ class RunConfig(_Frozen):
     gradient_steps: int | None = Field(None, ge=1)
     """None: 1e6 for BCQ, 1.5e6 for CQL (spec §4)."""
     model_share: float | None = Field(None, ge=0, le=1)
-    return_weighted: bool | None = None
+    return_weighted: StrictBool | None = None
+    """Sample real data in proportion to trajectory returns. None: the paper's choice, which the
+    official code makes only inside ROMI/FOMI runs (task profile); plain BCQ/CQL sample uniformly."""
     device: str = "cpu"
     dynamics: DynamicsConfig = DynamicsConfig()
     rollout_policy: RolloutPolicyConfig = RolloutPolicyConfig()
@@ -194,7 +196,8 @@ class RunConfig(_Frozen):
                 else self.model_share if self.model_share is not None else task.paper.model_share
             ),
             "return_weighted": (
-                self.return_weighted if self.return_weighted is not None else task.paper.return_weighted
+                self.return_weighted if self.return_weighted is not None
+                else paper_return_weighted(self.task, self.method)
             ),
             "rollout_policy": self.rollout_policy.model_copy(update={"kind": kind}),
             "imagination": self.imagination.model_copy(
@@ -203,8 +206,32 @@ class RunConfig(_Frozen):
         }
         return self.model_copy(update=update)
 
+    def deviations(self) -> dict[str, str]:
+        """Settings of this run that differ from the paper's choice for its (task, method), each with
+        a short tag; the report shows the tags in the method's column header (e.g. `BCQ (rw)`), so two
+        different things never share a column."""
+        found: dict[str, str] = {}
+        paper_rw = paper_return_weighted(self.task, self.method)
+        if self.return_weighted is not None and self.return_weighted != paper_rw:
+            found["rw" if self.return_weighted else "uniform"] = (
+                f"return_weighted={str(self.return_weighted).lower()} (paper: {str(paper_rw).lower()})"
+            )
+        return found
+
+    @property
+    def method_label(self) -> str:
+        """The method's name as tables show it: `BCQ`, or `BCQ (rw)` when the run deviates."""
+        tags = self.deviations()
+        return f"{self.method} ({', '.join(tags)})" if tags else self.method
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def paper_return_weighted(task: str, method: str) -> bool:
+    """The paper's real-data sampling: return-weighted only in ROMI/FOMI runs on the tasks whose
+    profile asks for it (antmaze, locomotion); the BCQ/CQL baselines are the standard uniform learners."""
+    return METHOD_TABLE[method].direction is not None and get_task(task).paper.return_weighted
 
 
 @dataclass(frozen=True)
