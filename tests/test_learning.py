@@ -43,7 +43,7 @@ def test_romi_bcq_improves_on_maze2d_umaze_dense(isolated_minari_store: Path, tm
     torch.set_num_threads(1)
     try:
         scores, start = _train_and_score(romi, tmp_path)
-        bcq_scores, bcq_start = _train_and_score(bcq, tmp_path)
+        bcq_scores, _ = _train_and_score(bcq, tmp_path)
     finally:
         torch.set_num_threads(threads)
 

@@ -234,7 +234,8 @@ def generate_shard(
 
     Start states are drawn from `start_pool` with replacement, uniformly or in proportion to
     `start_weights` (return-weighted starts, spec §3). The official sum tree draws a batch without
-    replacement; with 1000 starts out of 1e5-1e6 rows the two differ in a few repeated rows per batch. The generator lives on the pool's device.
+    replacement; with 1000 starts out of 1e5-1e6 rows the two differ in a few repeated rows per batch.
+    The generator lives on the pool's device.
     """
     generator = torch.Generator(device=start_pool.device).manual_seed(seed)
     rows = RowSampler.create(start_pool.shape[0], start_weights, device=start_pool.device)
