@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from romi.errors import RomiError
@@ -144,8 +145,6 @@ def data_make(
 @friendly_errors
 def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.")]) -> None:
     """A task's settings and what its datasets hold."""
-    from rich.markup import escape
-
     from romi.data.minari_io import check_recipe_current, dataset_present, dataset_size_bytes, read_metadata
     from romi.data.tasks import get_task
 
@@ -192,7 +191,10 @@ def train(
     task: Annotated[str, typer.Option(help="Task name (see `romi data list`).")],
     method: Annotated[str, typer.Option(help="BCQ, CQL, ROMI-BCQ, ROMI-CQL, FOMI-BCQ or ROMI-RBC-BCQ.")],
     seed: Annotated[int, typer.Option(min=0)] = 0,
-    profile: Annotated[str, typer.Option(help="paper (the spec's numbers) or quick (minutes on a laptop).")] = "paper",
+    profile: Annotated[
+        str,
+        typer.Option(help="paper (the spec's numbers), reduced (paper, 100k steps) or quick (minutes on a laptop)."),
+    ] = "paper",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field: --set bcq.batch_size=256 (repeatable).")
     ] = None,
@@ -234,7 +236,9 @@ def train(
 @friendly_errors
 def sweep(
     config: Annotated[Path, typer.Argument(help="A sweep file, e.g. tune_configs/quick.yaml.")],
-    profile: Annotated[str | None, typer.Option(help="quick or paper: replaces the file's profile.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="paper, reduced (100k steps) or quick: replaces the file's profile.")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address ('auto' inside a cluster); default: local Ray.")
     ] = None,
@@ -300,6 +304,25 @@ def report(
             err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {row['status']} "
                               f"({row['evaluations']} evaluations)")
     console.print(f"\nwrote {len(built.files)} files to {out}")
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    sweep: Annotated[str, typer.Argument(help="A sweep directory (or URI), e.g. runs/sweeps/reduced-table3-umaze.")],
+    out: Annotated[Path, typer.Option(help="Where each finished trial becomes a small run directory.")],
+    commit: Annotated[str | None, typer.Option(help="The code commit the sweep ran at (recorded).")] = None,
+) -> None:
+    """Copy a sweep's finished trials (config, every evaluation, summary; no checkpoints) to commit them."""
+    from romi.analysis.export import export_finished
+
+    done = export_finished(sweep, out, code_commit=commit)
+    for path in done.written:
+        console.print(f"[green]exported[/] {path}")
+    console.print(f"{len(done.written)} exported, {len(done.already)} already there, "
+                  f"{len(done.unfinished)} not finished")
+    for line in done.unfinished:
+        console.print(f"  [dim]{escape(line)}[/]")
 
 
 def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`

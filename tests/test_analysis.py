@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -144,6 +145,27 @@ def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_p
     assert "Table 3" in result.output and "139.5 ± 3.6" in result.output
     assert "BCQ seed 2: error" in result.output and "ROMI-BCQ seed 2: pending" in result.output
     assert (tmp_path / "out" / "table3.md").exists() and (tmp_path / "out" / "learning_curves.png").exists()
+
+
+def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kept"
+    result = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out), "--commit", "abc123"])
+    assert result.exit_code == 0, result.output
+    assert "6 exported, 0 already there, 2 not finished" in result.output
+    kept = load_results(str(out))
+    original = load_results(str(sweep))
+    finished = original[original["status"] == "finished"]
+    assert set(kept["status"]) == {"finished"} and len(kept) == len(finished) == 18
+    merged = kept.merge(finished, on=["task", "method", "seed", "step"], suffixes=("", "_sweep"))
+    assert np.allclose(merged["score_headline"], merged["score_headline_sweep"])
+    summary = json.loads((out / f"{TASK}_BCQ_seed0" / "summary.json").read_text())
+    assert summary["code_commit"] == "abc123" and summary["final_score"] == pytest.approx(40.0)
+    config = json.loads((out / f"{TASK}_BCQ_seed0" / "config.json").read_text())
+    assert config["bcq"]["batch_size"] == 100 and config["profile"] == "quick"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)])
+    assert "0 exported, 6 already there" in again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "an export is never rewritten"
 
 
 def test_report_on_nothing_is_a_clear_error(tmp_path: Path) -> None:

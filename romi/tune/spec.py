@@ -60,7 +60,7 @@ class SweepSpec(_Frozen):
 
 
 def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
-    """Read and validate a sweep file; `profile` (quick|paper) replaces the file's."""
+    """Read and validate a sweep file; `profile` (paper, reduced or quick) replaces the file's."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} does not exist", "see tune_configs/ for the paper's tables")
