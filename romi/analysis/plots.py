@@ -237,7 +237,8 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
         if model is None:
             ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
             continue
-        pool = data.next_observations if direction == "reverse" else data.observations
+        # As in training: dataset `observations` anchor both directions (s' of reverse, s of forward).
+        pool = data.observations
         start = torch.as_tensor(pool[rng.choice(len(pool), starts, replace=False)])
         with torch.no_grad():
             rollouts = generate_rollouts(model, policy, start, 5, termination_fn("maze2d"), generator)
