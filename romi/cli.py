@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from romi.errors import RomiError
+
+if TYPE_CHECKING:
+    from romi.data.tasks import TaskSpec
 
 app = typer.Typer(
     help="ROMI (Reverse Offline Model-based Imagination) benchmarks on Ray.",
@@ -304,6 +307,66 @@ def report(
             err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {row['status']} "
                               f"({row['evaluations']} evaluations)")
     console.print(f"\nwrote {len(built.files)} files to {out}")
+
+
+@app.command("imagine")
+@friendly_errors
+def imagine(
+    task: Annotated[str, typer.Argument(help="A maze2d task, e.g. maze2d-umaze-sparse.")],
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the models (the one trials of that seed use).")] = 0,
+    profile: Annotated[str, typer.Option(help="Whose model settings: paper, reduced or quick.")] = "quick",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, as for `romi train`.")] = None,
+    artifacts: Annotated[Path, typer.Option(help="The artifact store (shared with `romi train`).")] = Path(
+        "runs/artifacts"),
+    out: Annotated[Path, typer.Option(help="Where the figures go.")] = Path("analysis/out/imagination"),
+) -> None:
+    """Train (or load) the reverse and forward models and rollout policy once, and draw what they imagine."""
+    from romi.analysis import plots
+    from romi.artifacts import ArtifactStore
+    from romi.config import build_run_config, parse_overrides
+    from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
+    from romi.envs import make_eval_env
+    from romi.imagination import build
+
+    overrides = parse_overrides(set_ or [])
+    configs = {"reverse": build_run_config(task, "ROMI-BCQ", seed, profile, overrides),
+               "forward": build_run_config(task, "FOMI-BCQ", seed, profile, overrides)}
+    spec = _maze2d_task(configs["reverse"].task)
+    dataset_id = resolve_dataset_id(spec, configs["reverse"].data_source)
+    data = load_transitions(dataset_id)
+    identity = build.DataIdentity(dataset_id, dataset_fingerprint(dataset_id), data.obs_dim, data.act_dim)
+    store = ArtifactStore(artifacts)
+    max_action = float(make_eval_env(spec).action_space.high[0])
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    models = {}
+    for config in configs.values():
+        direction = config.method_spec.direction
+        assert direction is not None
+        model = build.dynamics_model(store, data, identity, spec, direction, seed, config.dynamics, log)
+        policy = build.rollout_policy(store, data, identity, direction, seed, config.rollout_policy, max_action, log)
+        models[direction] = (model, policy)
+    out.mkdir(parents=True, exist_ok=True)
+    files = plots.imagination(spec.name, data, models, out / f"imagination_{spec.name}", seed=seed,
+                              horizon=configs["reverse"].imagination.horizon or 5)
+    files += plots.model_accuracy_by_horizon(artifacts, dataset_id, seed, out / f"model_accuracy_{spec.name}")
+    for path in files:
+        console.print(f"wrote {path}")
+    console.print("Look for: red reverse rollouts end on dataset states (black dots) inside the data; blue "
+                  "forward rollouts start there and drift, some into walls (the share is in each title). "
+                  "The accuracy figure shows each model's error growing with the steps from the data.")
+
+
+def _maze2d_task(name: str) -> TaskSpec:
+    from romi.data.tasks import get_task
+
+    spec = get_task(name)
+    if spec.domain != "maze2d":
+        raise RomiError(f"{spec.name} is a {spec.domain} task; this view is drawn over the maze2d mazes",
+                        "pick a maze2d task, e.g. maze2d-umaze-sparse")
+    return spec
 
 
 @app.command("export")

@@ -20,17 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from romi.artifacts import ArtifactStore, artifact_key
+from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
-from romi.data.minari_io import load_transitions, read_metadata, resolve_dataset_id
+from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
 from romi.data.tasks import TaskSpec, get_task
 from romi.data.transitions import Transitions
-from romi.envs import goal_xy, make_eval_env
+from romi.envs import make_eval_env
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
-from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process, shard_plan
+from romi.imagination import build
+from romi.imagination.build import DataIdentity
+from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
-from romi.models.dynamics import DynamicsModel
-from romi.models.rollout_policy import build_rollout_policy, train_rollout_policy
 
 Log = Callable[[str], None]
 
@@ -98,7 +98,7 @@ class Run:
         started = time.perf_counter()
         self.dataset_id = resolve_dataset_id(task, config.data_source)
         self.data = load_transitions(self.dataset_id)
-        self.dataset_fingerprint = _fingerprint(self.dataset_id)
+        self.dataset_fingerprint = dataset_fingerprint(self.dataset_id)
         self.log(f"data: {self.dataset_id} ({len(self.data):,} transitions, {self.data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
             self.log(f"differs from the paper: {setting}")
@@ -140,73 +140,31 @@ class Run:
                    seed=self.config.seed, device=self.config.device)
 
     def _model_buffer(self, real_weights: np.ndarray | None) -> Rollouts:
+        """ROMI's stage (`romi.imagination.build`): dynamics and rollout policy from the artifact store,
+        then the model buffer, anchored on dataset states, from the pluggable builder."""
         config, task = self.config, self.task
         direction = config.method_spec.direction
         assert direction is not None
-        identity = {"dataset_id": self.dataset_id, "fingerprint": self.dataset_fingerprint,
-                    "direction": direction, "seed": config.seed,
-                    "obs_dim": self.data.obs_dim, "act_dim": self.data.act_dim}
+        identity = DataIdentity(self.dataset_id, self.dataset_fingerprint, self.data.obs_dim, self.data.act_dim)
 
         started = time.perf_counter()
-        dynamics_identity = {**identity, "config": config.dynamics.model_dump()}
-        dynamics = self.artifacts.load_or_build(
-            artifact_key("dynamics", **dynamics_identity),
-            empty=lambda: DynamicsModel(self.data.obs_dim, self.data.act_dim, config.dynamics, direction),
-            build=lambda: self._fit_dynamics(direction),
-            identity=dynamics_identity,
-        )
-        self.log(f"dynamics ({direction}): {'trained' if dynamics.built else 'loaded'} {dynamics.path}")
+        dynamics = build.dynamics_model(self.artifacts, self.data, identity, task, direction, config.seed,
+                                        config.dynamics, self.log)
         self.stage_seconds["dynamics"] = time.perf_counter() - started
-
         started = time.perf_counter()
-        kind = config.rollout_policy.kind
-        assert kind is not None
-        policy_identity = {**identity, "kind": kind, "config": config.rollout_policy.model_dump()}
-        policy = self.artifacts.load_or_build(
-            artifact_key(f"rollout-{kind}", **policy_identity),
-            empty=lambda: build_rollout_policy(kind, self.data.obs_dim, self.data.act_dim, self.max_action,
-                                               config.rollout_policy),
-            build=lambda: train_rollout_policy(kind, self.data, direction, config.rollout_policy,
-                                               self.max_action, seed=config.seed),
-            identity=policy_identity,
-        )
-        self.log(f"rollout policy ({kind}, {direction}): {'trained' if policy.built else 'loaded'}")
+        policy = build.rollout_policy(self.artifacts, self.data, identity, direction, config.seed,
+                                      config.rollout_policy, self.max_action, self.log)
         self.stage_seconds["rollout_policy"] = time.perf_counter() - started
 
-        # Start states are the dataset's `observations` in both directions, as in the official code
-        # (`model_utils.py`): reverse rollouts take them as s' and imagine backwards, so every imagined
-        # trajectory ends in a dataset state; forward ones take them as s. The `observations` field
-        # never holds a terminal state (hopper/walker falls, antmaze goals are only `next_observations`).
-        pool = self.data.observations
-        started = time.perf_counter()
         imagination = config.imagination
-        plan = shard_plan(imagination.buffer_size, imagination.shard_size, base_seed=config.seed)
-        dynamics.module.eval()
-        policy.module.eval()
-        buffer = self.buffer_builder(BufferRequest(
-            model=dynamics.module,  # type: ignore[arg-type]
-            policy=policy.module,  # type: ignore[arg-type]
-            start_pool=torch.as_tensor(pool, device=config.device),
-            start_weights=None if real_weights is None else torch.as_tensor(real_weights, device=config.device),
-            plan=plan,
-            horizon=imagination.horizon or task.paper.horizon,
-            domain=task.domain,
-            goal=goal_xy(task) if task.domain == "antmaze" else None,
-            start_batch_size=imagination.start_batch_size,
-        ))
-        seconds = time.perf_counter() - started
-        self.stage_seconds["imagination"] = seconds
-        self.log(f"model buffer: {len(buffer):,} transitions in {seconds:.1f} s ({len(buffer) / seconds:,.0f}/s)")
-        return buffer
-
-    def _fit_dynamics(self, direction: str) -> tuple[DynamicsModel, dict[str, Any]]:
-        model = DynamicsModel(self.data.obs_dim, self.data.act_dim, self.config.dynamics, direction)  # type: ignore[arg-type]
-        report = model.fit(
-            self.data, keep_terminals=self.task.domain == "antmaze", seed=self.config.seed,
-            progress_callback=lambda epoch, info: self.log(f"dynamics epoch {epoch}: {info}")
-            if epoch % 10 == 0 else None,
+        request = build.buffer_request(
+            dynamics, policy, self.data, task, size=imagination.buffer_size, shard_size=imagination.shard_size,
+            horizon=imagination.horizon or task.paper.horizon, start_batch_size=imagination.start_batch_size,
+            seed=config.seed, start_weights=real_weights, device=config.device,
         )
-        return model, report.to_dict()
+        buffer, self.stage_seconds["imagination"] = build.timed(self.log, "model buffer",
+                                                                lambda: self.buffer_builder(request))
+        return buffer
 
     # ------------------------------------------------------------------------------------
     # Training and evaluation
@@ -305,13 +263,6 @@ class Run:
         self.sampler.load_state_dict(state["sampler"])
         self._wall_offset = float(state["wall_time"])
         self._started_at = time.perf_counter()
-
-
-def _fingerprint(dataset_id: str) -> str:
-    """What identifies a dataset's content for artifact keys: its id, size and creation record."""
-    meta = read_metadata(dataset_id)
-    keys = ("dataset_id", "total_steps", "total_episodes", "romi_seed", "romi_generation_seconds", "minari_version")
-    return json.dumps({k: meta.get(k) for k in keys}, sort_keys=True)
 
 
 def transitions_summary(data: Transitions) -> dict[str, float]:

@@ -176,6 +176,75 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
     return _save(fig, out)
 
 
+def _maze_axes(ax: plt.Axes, task: Any, title: str) -> None:
+    """Walls of the task's maze in the simulator's own frame (`cell_to_xy`), the one the dataset and
+    evaluation states are in."""
+    from romi.envs import MAZE_SCALING, cell_to_xy, maze_map
+
+    grid = maze_map(task.env_id)
+    size = MAZE_SCALING[task.domain]
+    for r, row in enumerate(grid):
+        for c, cell in enumerate(row):
+            if cell == 1:
+                x, y = cell_to_xy(task, (r, c))
+                ax.add_patch(plt.Rectangle((x - size / 2, y - size / 2), size, size, color="0.25"))
+    ax.set_xlim(-len(grid[0]) / 2 * size, len(grid[0]) / 2 * size)
+    ax.set_ylim(-len(grid) / 2 * size, len(grid) / 2 * size)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_imagination(ax: plt.Axes, task: Any, model: Any, policy: Any, anchors: np.ndarray, direction: str,
+                      generator: torch.Generator, horizon: int = 5) -> float:
+    """Imagined rollouts from `anchors` (dataset states) as line segments; returns the share of imagined
+    states that fall inside a wall cell (a model that leaves the data can put the ball in a wall)."""
+    from romi.envs import maze_map, xy_to_cell
+    from romi.imagination.rollout import generate_rollouts
+    from romi.models.termination import termination_fn
+
+    colour = "tab:red" if direction == "reverse" else "tab:blue"
+    with torch.no_grad():
+        rollouts = generate_rollouts(model, policy, torch.as_tensor(anchors), horizon, termination_fn(task.domain),
+                                     generator)
+    for s, s_next in zip(rollouts.observations.numpy(), rollouts.next_observations.numpy(), strict=True):
+        ax.plot([s[0], s_next[0]], [s[1], s_next[1]], color=colour, linewidth=0.8)
+    ax.scatter(anchors[:, 0], anchors[:, 1], s=12, color="black", zorder=3,
+               label="dataset states (rollouts end here)" if direction == "reverse" else "dataset start states")
+    ax.legend(fontsize=7, loc="lower right")
+    grid = maze_map(task.env_id)
+    imagined = (rollouts.observations if direction == "reverse" else rollouts.next_observations).numpy()
+    inside = []
+    for xy in imagined[:, :2]:
+        row, col = xy_to_cell(task, xy)
+        inside.append(not (0 <= row < len(grid) and 0 <= col < len(grid[0])) or grid[row][col] == 1)
+    return float(np.mean(inside)) if inside else 0.0
+
+
+def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], out: Path, *, seed: int = 0,
+                starts: int = 40, horizon: int = 5) -> list[Path]:
+    """The paper's Figure 3 (g)/(h): imagined trajectories over the maze, reverse beside forward, from
+    the same dataset states. Reverse ones end in the data; forward ones start there and can run into
+    walls. `models` maps direction -> (dynamics model, rollout policy)."""
+    from romi.data.tasks import get_task
+
+    task = get_task(task_name)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(data), size=min(5000, len(data)), replace=False)
+    anchors = data.observations[rng.choice(len(data), starts, replace=False)]
+    for ax, (direction, (model, policy)) in zip(axes.flat, models.items(), strict=True):
+        _maze_axes(ax, task, f"{direction} imagination")
+        ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15,
+                   rasterized=True)
+        in_walls = _draw_imagination(ax, task, model, policy, anchors, direction,
+                                     torch.Generator().manual_seed(seed), horizon)
+        ax.set_title(f"{direction} imagination: {100 * in_walls:.1f}% of imagined states in walls")
+    fig.suptitle(f"{task.name}: {starts} dataset states, {horizon}-step imagined rollouts (green: the data)")
+    return _save(fig, out)
+
+
 def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
     checkpoints = sorted(trial_dir.glob("checkpoint_*/run.pt"))
     if not checkpoints:
@@ -192,62 +261,35 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     from romi.config import load_run_config
     from romi.data.minari_io import load_transitions, resolve_dataset_id
     from romi.data.tasks import get_task
-    from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, make_eval_env, maze_map
+    from romi.envs import goal_xy, make_eval_env
     from romi.evaluation import evaluate
-    from romi.imagination.rollout import generate_rollouts
     from romi.models.rollout_policy import UniformRolloutPolicy
-    from romi.models.termination import termination_fn
 
     task = get_task(task_name)
     if task.domain != "maze2d":
         raise ValueError("Figure 3 is drawn for maze2d tasks")
     dataset_id = resolve_dataset_id(task)
     data = load_transitions(dataset_id)
-    grid = maze_map(task.env_id)
     trials = {m: sweep_dir / f"{task.name}_{m}_seed{seed}" for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ")}
     panels = ["dataset", "reverse imagination", "forward imagination", *[f"{m} policy" for m in trials]]
     fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
 
-    def walls(ax: plt.Axes, title: str) -> None:
-        # The simulator's own frame (`cell_to_xy`), the one the dataset and evaluation states are in.
-        size = MAZE_SCALING[task.domain]
-        for r, row in enumerate(grid):
-            for c, cell in enumerate(row):
-                if cell == 1:
-                    x, y = cell_to_xy(task, (r, c))
-                    ax.add_patch(plt.Rectangle((x - size / 2, y - size / 2), size, size, color="0.25"))
-        ax.set_xlim(-len(grid[0]) / 2 * size, len(grid[0]) / 2 * size)
-        ax.set_ylim(-len(grid) / 2 * size, len(grid) / 2 * size)
-        ax.set_aspect("equal")
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(data), size=min(5000, len(data)), replace=False)
     for ax, title in zip(axes.flat, panels, strict=True):
-        walls(ax, title)
+        _maze_axes(ax, task, title)
         ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15,
                    rasterized=True)  # thousands of points: a bitmap layer keeps the SVG small
 
     policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
     generator = torch.Generator().manual_seed(seed)
-    for ax, direction, colour in ((axes.flat[1], "reverse", "tab:red"), (axes.flat[2], "forward", "tab:blue")):
+    anchors = data.observations[rng.choice(len(data), starts, replace=False)]
+    for ax, direction in ((axes.flat[1], "reverse"), (axes.flat[2], "forward")):
         model = _load_dynamics(sweep_dir / "artifacts", dataset_id, direction, seed)
         if model is None:
             ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
             continue
-        # As in training: dataset `observations` anchor both directions (s' of reverse, s of forward).
-        pool = data.observations
-        start = torch.as_tensor(pool[rng.choice(len(pool), starts, replace=False)])
-        with torch.no_grad():
-            rollouts = generate_rollouts(model, policy, start, 5, termination_fn("maze2d"), generator)
-        for s, s_next in zip(rollouts.observations.numpy(), rollouts.next_observations.numpy(), strict=True):
-            ax.plot([s[0], s_next[0]], [s[1], s_next[1]], color=colour, linewidth=0.8)
-        anchors = start.numpy()
-        ax.scatter(anchors[:, 0], anchors[:, 1], s=12, color="black", zorder=3,
-                   label="dataset states (rollouts end here)" if direction == "reverse" else "dataset start states")
-        ax.legend(fontsize=7, loc="lower right")
+        _draw_imagination(ax, task, model, policy, anchors, direction, generator)
 
     env = make_eval_env(task)
     goal = goal_xy(task)

@@ -62,6 +62,13 @@ def read_metadata(dataset_id: str) -> dict[str, Any]:
         ) from err
 
 
+def dataset_fingerprint(dataset_id: str) -> str:
+    """What identifies a dataset's content for artifact keys: its id, size and creation record."""
+    meta = read_metadata(dataset_id)
+    keys = ("dataset_id", "total_steps", "total_episodes", "romi_seed", "romi_generation_seconds", "minari_version")
+    return json.dumps({k: meta.get(k) for k in keys}, sort_keys=True)
+
+
 def _recreate_hint(dataset_id: str) -> str:
     if dataset_id.startswith("local/") and dataset_id in DATASET_TO_TASK:
         return f"re-create it: romi data make {DATASET_TO_TASK[dataset_id]} --overwrite"

@@ -1,0 +1,116 @@
+"""ROMI's imagination stage in one place: the dynamics model and the rollout policy of a dataset,
+trained once and shared through the `ArtifactStore`, and the model buffer made from them.
+
+An artifact's identity is (dataset id and fingerprint, direction, seed, sizes, its config): every
+run, sweep trial and `romi imagine` that asks for the same identity gets the same trained model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from romi.artifacts import ArtifactStore, artifact_key
+from romi.config import Direction, DynamicsConfig, RolloutPolicyConfig
+from romi.data.tasks import TaskSpec
+from romi.data.transitions import Transitions
+from romi.envs import goal_xy
+from romi.imagination.rollout import BufferRequest, Rollouts, shard_plan
+from romi.models.dynamics import DynamicsModel
+from romi.models.rollout_policy import RolloutPolicyModule, build_rollout_policy, train_rollout_policy
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """What identifies the data an artifact was trained on."""
+
+    dataset_id: str
+    fingerprint: str
+    obs_dim: int
+    act_dim: int
+
+    def with_(self, direction: Direction, seed: int) -> dict[str, Any]:
+        return {"dataset_id": self.dataset_id, "fingerprint": self.fingerprint, "direction": direction,
+                "seed": seed, "obs_dim": self.obs_dim, "act_dim": self.act_dim}
+
+
+def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
+                   direction: Direction, seed: int, config: DynamicsConfig, log: Log = lambda _: None
+                   ) -> DynamicsModel:
+    """The trained ensemble of `direction` for this data and seed: loaded, or trained and saved once."""
+    full_identity = {**identity.with_(direction, seed), "config": config.model_dump()}
+
+    def fit() -> tuple[DynamicsModel, dict[str, Any]]:
+        model = DynamicsModel(data.obs_dim, data.act_dim, config, direction)
+        report = model.fit(
+            data, keep_terminals=task.domain == "antmaze", seed=seed,
+            progress_callback=lambda epoch, info: log(f"dynamics epoch {epoch}: {info}") if epoch % 10 == 0 else None,
+        )
+        return model, report.to_dict()
+
+    artifact = store.load_or_build(
+        artifact_key("dynamics", **full_identity),
+        empty=lambda: DynamicsModel(data.obs_dim, data.act_dim, config, direction),
+        build=fit,
+        identity=full_identity,
+    )
+    log(f"dynamics ({direction}): {'trained' if artifact.built else 'loaded'} {artifact.path}")
+    return artifact.module.eval()  # type: ignore[return-value]
+
+
+def rollout_policy(store: ArtifactStore, data: Transitions, identity: DataIdentity, direction: Direction,
+                   seed: int, config: RolloutPolicyConfig, max_action: float, log: Log = lambda _: None
+                   ) -> RolloutPolicyModule:
+    """The trained rollout policy (`config.kind`, resolved) of `direction`: loaded, or trained once."""
+    kind = config.kind
+    if kind is None:
+        raise ValueError("the rollout policy kind must be resolved (RunConfig.resolved) before building it")
+    full_identity = {**identity.with_(direction, seed), "kind": kind, "config": config.model_dump()}
+    artifact = store.load_or_build(
+        artifact_key(f"rollout-{kind}", **full_identity),
+        empty=lambda: build_rollout_policy(kind, data.obs_dim, data.act_dim, max_action, config),
+        build=lambda: train_rollout_policy(kind, data, direction, config, max_action, seed=seed),
+        identity=full_identity,
+    )
+    log(f"rollout policy ({kind}, {direction}): {'trained' if artifact.built else 'loaded'}")
+    return artifact.module.eval()  # type: ignore[return-value]
+
+
+def anchor_states(data: Transitions) -> np.ndarray:
+    """The dataset states imagined rollouts are anchored on, in both directions: `observations`, as in
+    the official code. Reverse rollouts take them as s' and imagine backwards, so every imagined
+    trajectory ends in a dataset state; forward ones take them as s. The `observations` field never
+    holds a terminal state (hopper/walker falls and antmaze goals appear only as `next_observations`)."""
+    return data.observations
+
+
+def buffer_request(model: DynamicsModel, policy: RolloutPolicyModule, data: Transitions, task: TaskSpec, *,
+                   size: int, shard_size: int, horizon: int, start_batch_size: int, seed: int,
+                   start_weights: np.ndarray | None, device: str) -> BufferRequest:
+    """Everything a buffer builder (in process or Ray actors) needs to make the model buffer."""
+    return BufferRequest(
+        model=model,  # type: ignore[arg-type]
+        policy=policy,  # type: ignore[arg-type]
+        start_pool=torch.as_tensor(anchor_states(data), device=device),
+        start_weights=None if start_weights is None else torch.as_tensor(start_weights, device=device),
+        plan=shard_plan(size, shard_size, base_seed=seed),
+        horizon=horizon,
+        domain=task.domain,
+        goal=goal_xy(task) if task.domain == "antmaze" else None,
+        start_batch_size=start_batch_size,
+    )
+
+
+def timed(log: Log, what: str, build: Callable[[], Rollouts]) -> tuple[Rollouts, float]:
+    started = time.perf_counter()
+    buffer = build()
+    seconds = time.perf_counter() - started
+    log(f"{what}: {len(buffer):,} transitions in {seconds:.1f} s ({len(buffer) / max(seconds, 1e-9):,.0f}/s)")
+    return buffer, seconds
