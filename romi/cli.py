@@ -35,23 +35,48 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def friendly_errors(func: F) -> F:
-    """Turn library errors into a message naming the problem and the fix, and a non-zero exit."""
+INTERRUPTED = "nothing half-written was kept"
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RomiError as err:
-            err_console.print(f"[bold red]error:[/] {err.problem}")
-            if err.hint:
-                err_console.print(f"[yellow]fix:[/] {err.hint}")
-            raise typer.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("[red]interrupted[/]: nothing half-written was kept")
-            raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+def _print_error(problem: str, hint: str | None) -> None:
+    # Messages carry user text (paths, YAML errors with `[...]`): escaped, or rich would eat it as markup.
+    err_console.print(f"[bold red]error:[/] {escape(problem)}")
+    if hint:
+        err_console.print(f"[yellow]fix:[/] {escape(hint)}")
+
+
+def friendly_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) -> Any:
+    """Turn library errors into a message naming the problem and the fix, and exit code 2.
+
+    `interrupted` is what Ctrl-C leaves behind, said to the user (per command).
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except RomiError as err:
+                _print_error(err.problem, err.hint)
+                raise typer.Exit(err.exit_code) from None
+            except OSError as err:
+                # A safety net behind the up-front checks: a disk that fills or a path that vanishes
+                # mid-run is the user's to fix, and a traceback would not say how.
+                where = f" ({err.filename})" if err.filename else ""
+                _print_error(f"{err.strerror or err}{where}",
+                             "check that the path exists, is writable and its disk has space, then rerun")
+                raise typer.Exit(RomiError.exit_code) from None
+            except KeyboardInterrupt:
+                err_console.print(f"[red]interrupted[/]: {escape(interrupted)}")
+                raise typer.Exit(130) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def _size(num_bytes: int) -> str:
@@ -135,7 +160,7 @@ def data_make(
             budget=budget, medium_fraction=medium_fraction,
         )
     console.print(
-        f"[green]made[/] {summary.dataset_id} at {summary.path}\n"
+        f"[green]made[/] {summary.dataset_id} at {escape(str(summary.path))}\n"
         f"  episodes {summary.episodes:,}  steps {summary.steps:,}  mean episode return "
         f"{summary.mean_episode_return:.2f}\n"
         f"  reference scores: random {summary.ref_min_score:.2f} / expert {summary.ref_max_score:.2f}\n"
@@ -148,8 +173,15 @@ def data_make(
 @friendly_errors
 def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.")]) -> None:
     """A task's settings and what its datasets hold."""
-    from romi.data.minari_io import check_recipe_current, dataset_present, dataset_size_bytes, read_metadata
+    from romi.data.minari_io import (
+        check_recipe_current,
+        dataset_present,
+        dataset_size_bytes,
+        load_transitions,
+        read_metadata,
+    )
     from romi.data.tasks import get_task
+    from romi.errors import DatasetCorruptError
 
     spec = get_task(task)
     console.print(f"[bold]{spec.name}[/]  domain {spec.domain}, paper tables {spec.tables}")
@@ -160,6 +192,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         f"  paper profile: h={p.horizon}, model share {p.model_share}, rollout policy {p.rollout_policy}, "
         f"return-weighted real data (ROMI/FOMI runs only) {p.return_weighted}"
     )
+    damaged: list[DatasetCorruptError] = []
     for label, dataset_id in (("official", spec.official_id), ("local", spec.local_id)):
         if dataset_id is None:
             console.print(f"  {label}: Minari has no such dataset")
@@ -168,20 +201,38 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
             console.print(f"  {label}: {dataset_id} [dim](absent)[/]")
             continue
         meta = read_metadata(dataset_id)
+        try:
+            check_recipe_current(dataset_id, meta)
+            outdated = None
+        except RomiError as err:
+            outdated = err
+        # The checks `romi train` makes (readable, complete, the task's sizes, finite), so that a dataset
+        # `data info` lists as good is one a run can train on. (An outdated one is refused before reading.)
+        checked = ""
+        if outdated is None:
+            try:
+                checked = f"; checked: {len(load_transitions(dataset_id)):,} finite transitions of the task's sizes"
+            except DatasetCorruptError as err:
+                console.print(f"  {label}: [red]{dataset_id} is damaged[/]")
+                damaged.append(err)
+                continue
         console.print(
-            f"  {label}: [green]{dataset_id}[/] episodes {meta.get('total_episodes'):,} steps "
-            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))}"
+            f"  {label}: [green]{dataset_id}[/] episodes {_count(meta.get('total_episodes'))} steps "
+            f"{_count(meta.get('total_steps'))} size {_size(dataset_size_bytes(dataset_id))}{checked}"
         )
         console.print(
             f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
             f"{_ref(meta.get('ref_max_score'))}  |  D4RL's {spec.d4rl_ref_min} / {spec.d4rl_ref_max}"
         )
-        try:
-            check_recipe_current(dataset_id, meta)
-        except RomiError as err:
-            console.print(f"    [yellow]outdated:[/] {escape(err.problem)}; fix: {escape(err.hint or '')}")
+        if outdated is not None:
+            console.print(f"    [yellow]outdated:[/] {escape(outdated.problem)}; fix: {escape(outdated.hint or '')}")
         if meta.get("description"):
-            console.print(f"    [dim]{escape(meta['description'])}[/]")
+            console.print(f"    [dim]{escape(str(meta['description']))}[/]")
+    if len(damaged) == 1:
+        raise damaged[0]
+    if damaged:
+        raise DatasetCorruptError("; ".join(err.problem for err in damaged),
+                                  "; ".join(err.hint for err in damaged if err.hint))
 
 
 def _ref(value: object) -> str:
@@ -189,7 +240,7 @@ def _ref(value: object) -> str:
 
 
 @app.command("train")
-@friendly_errors
+@friendly_errors(interrupted="the run is saved at its last evaluation; rerun the same command to resume from there")
 def train(
     task: Annotated[str, typer.Option(help="Task name (see `romi data list`).")],
     method: Annotated[str, typer.Option(help="BCQ, CQL, ROMI-BCQ, ROMI-CQL, FOMI-BCQ or ROMI-RBC-BCQ.")],
@@ -214,7 +265,8 @@ def train(
 
     config = build_run_config(task, method, seed, profile, parse_overrides(set_ or []))
     run_dir = out or default_run_dir(Path("runs"), config)
-    console.print(f"[bold]{config.task} {config.method} seed {config.seed}[/] ({config.profile} profile) -> {run_dir}")
+    console.print(f"[bold]{config.task} {config.method} seed {config.seed}[/] ({config.profile} profile) -> "
+                  f"{escape(str(run_dir))}")
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[score]}"), console=err_console,
@@ -231,7 +283,7 @@ def train(
         summary = train_run(config, run_dir, artifacts, log=bar.console.print, on_eval=on_eval)
     console.print(
         f"[green]done[/] final score {summary['final_score']:.2f}, last-{config.eval.last_k} mean "
-        f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {run_dir}"
+        f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {escape(str(run_dir))}"
     )
 
 
@@ -253,6 +305,9 @@ def sweep(
         int | None, typer.Option(help="Trials running at once (default: as resources allow).")
     ] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start an existing sweep of this name over (its trained models are kept).")
+    ] = False,
 ) -> None:
     """Run a paper table (or any sweep file) as a Ray Tune experiment."""
     from romi.tune.spec import load_sweep
@@ -262,10 +317,11 @@ def sweep(
     trials = len(spec.trial_configs())
     console.print(
         f"[bold]sweep {spec.name}[/]: {len(spec.tasks)} tasks x {len(spec.methods)} methods x "
-        f"{len(spec.seed_list)} seeds = {trials} trials ({spec.profile} profile) -> {storage}/{spec.name}"
+        f"{len(spec.seed_list)} seeds = {trials} trials ({spec.profile} profile) -> {escape(storage)}/{spec.name}"
     )
-    grid = run_sweep(spec, storage, address=address, resume=resume, max_concurrent=max_concurrent,
-                     num_cpus=num_cpus)
+    grid = run_sweep(spec, storage, address=address, resume=resume, overwrite=overwrite,
+                     max_concurrent=max_concurrent, num_cpus=num_cpus,
+                     log=lambda line: err_console.print(line, markup=False, highlight=False))
     table = Table(title=f"{spec.name}: final normalised score per trial")
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from romi.data.tasks import get_task
 from romi.errors import ConfigError
@@ -26,7 +26,9 @@ METHODS: tuple[str, ...] = ("BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "R
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `--set bcq.learning_rate=.inf` (or a NaN) can only train to garbage, so no float
+    # field of any config accepts a non-finite value.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class DynamicsConfig(_Frozen):
@@ -170,6 +172,21 @@ class RunConfig(_Frozen):
     cql: CQLConfig = CQLConfig()
     eval: EvalConfig = EvalConfig()
 
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        # Syntax only: whether this machine has the device is checked where a run starts
+        # (`check_device_available`), so a config written on a GPU node still loads on a laptop.
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{value!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"{value!r} is not a device romi trains on; use cpu, cuda, cuda:N or mps")
+        return value
+
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
         get_task(self.task)  # raises UnknownTaskError with suggestions
@@ -291,7 +308,8 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {pair!r}: cannot parse value {raw!r}: {err}") from err
+            raise ConfigError(f"override {pair!r}: cannot parse value {raw!r}: {err}",
+                              "write the value as a YAML scalar or list, e.g. --set bcq.actor_hidden=[64,64]") from err
         if isinstance(value, list):
             value = tuple(value)
         node = nested
@@ -299,22 +317,29 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {pair!r} sets a field inside a scalar")
+                raise ConfigError(f"override {pair!r} sets a field inside a scalar",
+                                  "drop one of the two overrides of that key")
         node[parts[-1]] = value
     return nested
 
 
-def _format_validation_error(err: ValidationError) -> ConfigError:
+def validation_problems(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One line per pydantic issue; an unknown key lists the valid keys of its own level."""
     lines = []
     for issue in err.errors():
         where = ".".join(str(p) for p in issue["loc"]) or "<config>"
         if issue["type"] == "extra_forbidden":
-            parent = _model_at(RunConfig, issue["loc"][:-1])
+            parent = _model_at(model, issue["loc"][:-1])
             valid = ", ".join(parent.model_fields) if parent else ""
             lines.append(f"unknown key {where!r} (valid keys here: {valid})")
         else:
             lines.append(f"{where}: {issue['msg']} (got {issue.get('input')!r})")
-    return ConfigError("invalid config: " + "; ".join(lines), "fix or remove the named keys")
+    return lines
+
+
+def _format_validation_error(err: ValidationError) -> ConfigError:
+    return ConfigError("invalid config: " + "; ".join(validation_problems(err, RunConfig)),
+                       "fix or remove the named keys")
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -324,6 +349,25 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             return None
         model = field.annotation
     return model
+
+
+def check_device_available(device: str) -> None:
+    """Refuse a device this machine's torch cannot use, before a run starts."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r}: this torch ({torch.__version__}) has no usable CUDA GPU",
+                "use --set device=cpu, or install a CUDA build of torch on a machine with a GPU",
+            )
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)",
+                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available here", "use --set device=cpu")
 
 
 def build_run_config(

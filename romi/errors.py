@@ -43,3 +43,15 @@ class DatasetExistsError(RomiError):
 
 class ConfigError(RomiError):
     """An invalid configuration key or value."""
+
+
+class CheckpointError(RomiError):
+    """A run's checkpoint that cannot be read or belongs to another run."""
+
+
+class TrainingDivergedError(RomiError):
+    """A loss or an evaluation went non-finite: the policy is garbage and no score may be reported."""
+
+
+class PreflightError(RomiError):
+    """A sweep or run that can never succeed as asked (resources, paths, cluster), refused before it starts."""

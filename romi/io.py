@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from romi.errors import PreflightError
+
 
 def _atomic(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,3 +37,30 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def check_writable_dir(path: str | os.PathLike[str], option: str) -> None:
+    """Refuse, before anything starts, a directory (`option` names the flag) that cannot be made or written.
+
+    Nothing is left behind: the directory is not created here; a probe file is created and removed in
+    the nearest directory that exists, because permission bits alone lie (root, read-only mounts, ACLs).
+    """
+    target = Path(path).expanduser()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PreflightError(
+            f"{option} {target}: {probe} is a file, not a directory",
+            f"give {option} a directory path (not inside a file)",
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".romi-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        where = "" if probe == target else f" (its nearest existing parent {probe} is not writable)"
+        raise PreflightError(
+            f"{option} {target} is not writable: {err.strerror or err}{where}",
+            f"give {option} a writable directory, or fix the permissions of {probe}",
+        ) from None

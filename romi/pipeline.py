@@ -12,6 +12,7 @@ so a run restored from a checkpoint continues exactly as if it had never stopped
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from romi.data.minari_io import dataset_fingerprint, load_transitions, read_meta
 from romi.data.tasks import TaskSpec, get_task
 from romi.data.transitions import Transitions
 from romi.envs import make_eval_env
+from romi.errors import TrainingDivergedError
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
 from romi.imagination import build
 from romi.imagination.build import DataIdentity
@@ -183,6 +185,7 @@ class Run:
         while self.step < total:
             metrics = self.agent.update(self.sampler.sample())
             self.step += 1
+            self._check_finite(metrics, "loss")
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -214,8 +217,26 @@ class Run:
             dataset_id=self.dataset_id,
             method_label=config.method_label,
         )
+        self._check_finite(record.flat(), "evaluation")
         self.history.append(record.flat())
         return record
+
+    def _check_finite(self, values: dict[str, float], what: str) -> None:
+        """Stop at the first non-finite loss or evaluation: a diverged policy must never be scored,
+        and JSON (metrics.jsonl, Tune's result.json) has no NaN."""
+        bad = {key: value for key, value in values.items() if not math.isfinite(value)}
+        if not bad:
+            return
+        config = self.config
+        named = ", ".join(f"{key} = {value}" for key, value in bad.items())
+        learner = config.method_spec.learner
+        rates = "bcq.learning_rate" if learner == "bcq" else "cql.policy_lr / cql.q_lr / cql.alpha_lr"
+        raise TrainingDivergedError(
+            f"{config.task} {config.method} seed {config.seed}: training diverged at gradient step "
+            f"{self.step:,}: {what} {named}; no score is reported for a diverged policy",
+            f"lower the learning rate ({rates}) or check the overrides; evaluations up to the last "
+            "checkpoint are kept, rerunning the same settings diverges again",
+        )
 
     def start_clock(self) -> None:
         self._started_at = time.perf_counter()

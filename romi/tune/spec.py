@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from romi.config import Method, Profile, RunConfig, build_run_config
+from romi.config import Method, Profile, RunConfig, build_run_config, validation_problems
 from romi.errors import ConfigError, DatasetMissingError, RomiError
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TrialResources(_Frozen):
@@ -38,7 +38,7 @@ class SweepSpec(_Frozen):
     tasks: tuple[str, ...] = Field(min_length=1)
     methods: tuple[Method, ...] = Field(min_length=1)
     seeds: int | tuple[int, ...] = 3
-    """A count (seeds 0..n-1) or an explicit list."""
+    """A count (seeds 0..n-1, at least 1) or an explicit non-empty list of distinct seeds >= 0."""
     profile: Profile = "paper"
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Config overrides applied to every trial (nested, as `--set` paths)."""
@@ -46,6 +46,28 @@ class SweepSpec(_Frozen):
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0)
     """Times a failing trial is retried from its last checkpoint."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, value: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        # One check with one message: a union type's own errors would list both alternatives.
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"a seed count must be at least 1 (e.g. seeds: 3 for seeds 0, 1, 2), got {value}")
+        if isinstance(value, tuple):
+            if not value or min(value) < 0:
+                raise ValueError(f"a seed list must be non-empty with seeds >= 0 (e.g. seeds: [0, 1, 2]), "
+                                 f"got {list(value)}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"seeds {list(value)} repeat a seed (each trial is one seed)")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_device_override(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A trial's device follows the GPUs Tune gives it; a device override would bypass the reservation.
+        if value.get("device") not in (None, "cpu"):
+            raise ValueError("device is set by resources.gpu in a sweep, not by overrides.device")
+        return value
 
     @property
     def seed_list(self) -> tuple[int, ...]:
@@ -67,21 +89,20 @@ def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"sweep file {path} is not valid YAML: {err}",
+                          "fix the YAML syntax at the line and column shown (see tune_configs/quick.yaml)") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"sweep file {path} cannot be read: {err}", "give a readable YAML sweep file") from err
     if not isinstance(raw, dict):
-        raise ConfigError(f"sweep file {path} must be a mapping of keys to values")
+        raise ConfigError(f"sweep file {path} must be a mapping of keys to values",
+                          "start from tune_configs/quick.yaml")
     raw.setdefault("name", path.stem)
     if profile is not None:
         raw["profile"] = profile
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" + (
-                f" (valid keys: {', '.join(SweepSpec.model_fields)})" if e["type"] == "extra_forbidden" else ""
-            )
-            for e in err.errors()
-        )
+        problems = "; ".join(validation_problems(err, SweepSpec))
         raise ConfigError(f"sweep file {path}: {problems}", "fix the named keys") from None
     try:
         spec.trial_configs()

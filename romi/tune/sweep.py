@@ -7,16 +7,22 @@ TensorBoard) and `artifacts/`, the dynamics models and rollout policies shared b
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from romi.tune.spec import SweepSpec, check_datasets
+from romi.errors import PreflightError
+from romi.tune import preflight
+from romi.tune.spec import SweepSpec, check_datasets  # noqa: F401 (callers import check_datasets from here)
 from romi.tune.trainable import romi_trainable, trial_name
 
 DEFAULT_STORAGE = "runs/sweeps"
+MANIFEST_FILE = "romi_sweep.json"
+"""Every trial the sweep file asks for, written before the first trial: a report on an interrupted
+sweep lists the trials that never started, which Tune's own files do not."""
 
 
 def _storage_uri(storage: str) -> str:
@@ -33,8 +39,47 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         # The embedded local instance: small object store, no dashboard, quiet.
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  object_store_memory=int(os.environ.get("ROMI_OBJECT_STORE_BYTES", 2 * 1024**3)))
-    else:
+        return
+    try:
         ray.init(address=address)
+    except ConnectionError as err:
+        raise PreflightError(
+            f"cannot connect to a Ray cluster at --address {address}: {err}",
+            "start the cluster (`ray start --head`), give its head's host:port, or drop --address for local Ray",
+        ) from None
+
+
+def _fs(path: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    if preflight.is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def _start_over(experiment: str) -> None:
+    """`--overwrite`: remove the sweep's trials and Tune state; keep `artifacts/` (models keyed by their
+    dataset, seed and config, so reusing them changes no result)."""
+    import pyarrow.fs
+
+    fs, path = _fs(experiment)
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)):
+        if info.base_name == "artifacts":
+            continue
+        if info.type == pyarrow.fs.FileType.Directory:
+            fs.delete_dir(info.path)
+        else:
+            fs.delete_file(info.path)
+
+
+def write_manifest(spec: SweepSpec, experiment: str) -> None:
+    fs, path = _fs(experiment)
+    fs.create_dir(path, recursive=True)
+    trials = [{"trial": trial_name(c.model_dump()), "task": c.task, "method": c.method, "seed": c.seed,
+               "gradient_steps": c.gradient_steps} for c in spec.trial_configs()]
+    text = json.dumps({"spec": spec.model_dump(mode="json"), "trials": trials}, indent=2)
+    with fs.open_output_stream(f"{path}/{MANIFEST_FILE}") as stream:
+        stream.write(text.encode())
 
 
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
@@ -104,10 +149,19 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
 
 
 def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str | None = None,
-              resume: bool = False, max_concurrent: int | None = None, num_cpus: int | None = None) -> Any:
-    """Check the data, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`."""
-    check_datasets(spec)  # fail fast, before any trial starts
+              resume: bool = False, overwrite: bool = False, max_concurrent: int | None = None,
+              num_cpus: int | None = None, log: Callable[[str], None] = print) -> Any:
+    """Preflight, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`.
+
+    Nothing is written and no trial starts until every check of `romi.tune.preflight` has passed.
+    """
+    experiment = preflight.before_ray(spec, storage, address=address, num_cpus=num_cpus, resume=resume,
+                                      overwrite=overwrite, log=log)
     init_ray(address, num_cpus)
+    spec = preflight.check_resources(spec, preflight.cluster_resources(), local=address is None, log=log)
+    if overwrite:
+        _start_over(experiment)
+    write_manifest(spec, experiment)
     tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent)
     return tuner.fit()
 

@@ -45,7 +45,10 @@ def romi_trainable(trial: dict[str, Any]) -> None:
         config = config.model_copy(update={"device": "cuda"})
     lock = RayBuildLock(owner=context.get_trial_id()) if trial.get("coordinated", True) else None
     artifacts = ArtifactStore(trial["artifacts"], lock=lock)
-    workers = int(trial.get("rollout_workers", 0))
+    # No more actors than the trial's placement group has bundles for (one is the trial's own): a
+    # sweep resumed after preflight lowered rollout_workers must not wait forever for a missing bundle.
+    bundles = len(context.get_trial_resources().bundles)
+    workers = min(int(trial.get("rollout_workers", 0)), max(0, bundles - 1))
     builder = RayBufferBuilder(workers, log=print) if workers > 0 else build_buffer_in_process
     run = Run(config, artifacts, buffer_builder=builder, log=print)
     run.setup()
