@@ -35,7 +35,7 @@ results.head()
 
 # %% [markdown]
 # ## Trials
-# One row per trial: its status (finished / running / error / pending), its method label (`BCQ (rw)`
+# One row per trial: its status (finished / stopped / failed / not started), its method label (`BCQ (rw)`
 # when a run differs from the paper's settings), the headline score and which refs normalise it
 # (`normalised_with`: the home-made dataset's own refs for `local/...` data, D4RL's for official data;
 # `final_score` always uses D4RL's, `final_score_local` the dataset's) and the trajectory discrepancy of

@@ -326,15 +326,16 @@ def sweep(
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)
     rows = trial_statuses(spec, grid)
-    colour = {"done": "green", "error": "red", "unfinished": "yellow", "not started": "yellow"}
+    colour = {"finished": "green", "failed": "red", "stopped": "yellow", "not started": "yellow"}
     for row in rows:
         table.add_row(row.task, row.method, str(row.seed), "-" if row.step is None else f"{row.step:,}",
                       "-" if row.score is None else f"{row.score:.2f}", f"[{colour[row.status]}]{row.status}[/]")
     console.print(table)
-    errors = sum(row.status == "error" for row in rows)
-    unfinished = sum(row.status in ("unfinished", "not started") for row in rows)
+    errors = sum(row.status == "failed" for row in rows)
+    unfinished = sum(row.status in ("stopped", "not started") for row in rows)
     if errors:
-        err_console.print(f"[red]{errors} trial(s) failed[/]; rerun with --resume to retry them")
+        err_console.print(f"[red]{errors} trial(s) failed[/]: each one's error is printed above; fix its cause, "
+                          "then rerun with --resume to retry them")
         raise typer.Exit(1)
     if unfinished:
         err_console.print(f"[yellow]{unfinished} trial(s) unfinished[/] (interrupted); rerun with --resume "
@@ -355,14 +356,17 @@ def report(
 
     built = make_report(*sweeps, out=out, last_k=last_k, figures=figures)
     for table, content in built.tables.items():
-        console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over seeds; best of ours in bold)\n")
+        console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
         console.print(content.to_markdown(), markup=False, highlight=False)
     if not built.missing.empty:
-        err_console.print(f"[yellow]{len(built.missing)} trial(s) unfinished or failed:[/]")
+        err_console.print(f"[yellow]{len(built.missing)} trial(s) not finished:[/]")
         for _, row in built.missing.iterrows():
-            err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {row['status']} "
-                              f"({row['evaluations']} evaluations)")
-    console.print(f"\nwrote {len(built.files)} files to {out}")
+            status = row["status"]
+            if status in ("stopped", "failed") and row["evaluations"]:
+                status += f" at step {int(row['steps']):,} ({int(row['evaluations'])} evaluations)"
+            err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {status}",
+                              markup=False, highlight=False)
+    console.print(f"\nwrote {len(built.files)} files to {escape(str(out))}")
 
 
 @app.command("imagine")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from romi.analysis import load_results, paper_numbers, paper_table, summarize_trials
 from romi.analysis.plots import discrepancy_by_method, learning_curves, ours_vs_paper
+from romi.analysis.tables import FOOTNOTE
 from romi.cli import app
 
 # (method, seed) -> final score; the synthetic curve rises linearly to it over 3 evaluations.
@@ -66,7 +67,7 @@ def test_results_schema_and_values(sweep: Path) -> None:
     assert final["score_headline"].item() == pytest.approx(135.0)
     assert set(frame.dropna(subset=["score"])["normalised_with"]) == {"local refs"}
     status = frame.groupby(["method", "seed"])["status"].first()
-    assert status[("BCQ", 2)] == "error" and status[("ROMI-BCQ", 2)] == "pending"
+    assert status[("BCQ", 2)] == "failed" and status[("ROMI-BCQ", 2)] == "not started"
     assert status[("ROMI-BCQ", 0)] == "finished"
 
 
@@ -77,14 +78,22 @@ def test_summary_and_last_k(sweep: Path) -> None:
     assert row["headline_score"] == pytest.approx((35.0 + 80 / 3 - 5) / 2) == row["last_k_score_local"]
 
 
-def test_official_data_headlines_the_d4rl_score(sweep: Path) -> None:
-    frame = load_results(str(sweep))
+def test_official_data_headlines_the_d4rl_score(tmp_path: Path) -> None:
+    frame = load_results(str(_complete_sweep(tmp_path)))
     frame["dataset_id"] = "D4RL/pointmaze/umaze-v2"
     table = paper_table(frame.drop(columns=["score_headline", "normalised_with"]).pipe(_with_headline), 3)
     shown = table.display("markdown")
-    assert shown.loc[TASK, "normalised with"] == "D4RL refs" and shown.loc[TASK, "ROMI-BCQ"] == "**130.0 ± 10.0**"
+    assert shown.loc[TASK, "normalised with"] == "D4RL refs" and shown.loc[TASK, "ROMI-BCQ"] == "**130.0 ± 10.0 (n=2)**"
     assert not any("[D4RL refs]" in column for column in shown.columns)
     assert "'local refs'" not in table.caption
+
+
+def _complete_sweep(tmp_path: Path) -> Path:
+    """Every trial finished, 2 seeds per method: a complete row, which bolds its best."""
+    root = tmp_path / "complete"
+    for (method, seed), final in FINAL.items():
+        _trial(root, method, seed, [100, 200, 300], final)
+    return root
 
 
 def _with_headline(frame):
@@ -104,14 +113,26 @@ def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
                                    "paper FOMI-BCQ", "paper BCQ", "paper Delta"]
     # Headline: local refs (score_local = score - 5 here); the D4RL-ref numbers stand beside them.
     assert shown.loc[TASK, "normalised with"] == "local refs"
-    assert shown.loc[TASK, "ROMI-BCQ"] == "**125.0 ± 10.0**"
-    assert shown.loc[TASK, "ROMI-BCQ [D4RL refs]"] == "130.0 ± 10.0"
-    assert shown.loc[TASK, "FOMI-BCQ"] == "10.0 ± 5.0"
+    # Every cell of this row is incomplete († and no bold): ROMI-BCQ's seed 2 never started, FOMI-BCQ has
+    # 2 seeds of 3, BCQ's seed 2 failed.
+    assert shown.loc[TASK, "ROMI-BCQ"] == "125.0 ± 10.0 (n=2)†"
+    assert shown.loc[TASK, "ROMI-BCQ [D4RL refs]"] == "130.0 ± 10.0†"
+    assert shown.loc[TASK, "FOMI-BCQ"] == "10.0 ± 5.0 (n=2)†"
     # BCQ seed 2 failed at 10.0 (45 * 100/300 - 5): it is counted with its last evaluation.
-    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7"
-    assert shown.loc[TASK, "Delta"] == "95.0"
+    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7 (n=3)†"
+    assert shown.loc[TASK, "Delta"] == "95.0†"
     assert shown.loc[TASK, "paper ROMI-BCQ"] == "139.5 ± 3.6" and shown.loc[TASK, "paper Delta"] == "98.4"
-    assert set(table.missing["status"]) == {"error", "pending"}
+    assert set(table.missing["status"]) == {"failed", "not started"}
+    assert "textbf" not in table.to_latex() and "<b>" not in table.to_html()
+    assert table.to_markdown().endswith(FOOTNOTE)
+
+
+def test_complete_rows_bold_the_best_and_show_n(tmp_path: Path) -> None:
+    table = paper_table(load_results(str(_complete_sweep(tmp_path))), 3)
+    shown = table.display("markdown")
+    assert shown.loc[TASK, "ROMI-BCQ"] == "**125.0 ± 10.0 (n=2)**" and shown.loc[TASK, "BCQ"] == "40.0 ± 5.0 (n=2)"
+    assert shown.loc[TASK, "Delta"] == "85.0"
+    assert not table.incomplete and "†" not in table.to_markdown()
     assert r"\textbf{125.0" in table.to_latex() and "<b>125.0" in table.to_html()
     assert table.to_markdown().startswith("Table 3. Ours:") and "'local refs'" in table.caption
 
@@ -119,9 +140,9 @@ def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
 def test_a_run_off_the_papers_settings_gets_its_own_column(sweep: Path) -> None:
     _trial(sweep, "BCQ", 0, [100, 200, 300], 90.0, label="BCQ (rw)")
     shown = paper_table(load_results(str(sweep)), 3).display("plain")
-    assert shown.loc[TASK, "BCQ (rw)"] == "85.0 ± 0.0"  # one seed
-    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7", "the uniform baseline's column is untouched"
-    assert shown.loc[TASK, "Delta"] == "95.0", "Delta compares with the paper's BCQ, not the variant"
+    assert shown.loc[TASK, "BCQ (rw)"] == "85.0 (n=1)†"  # one seed: no spread to show
+    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7 (n=3)†", "the uniform baseline's column is untouched"
+    assert shown.loc[TASK, "Delta"] == "95.0†", "Delta compares with the paper's BCQ, not the variant"
 
 
 def test_paper_numbers_cover_tables_1_to_4() -> None:
@@ -143,7 +164,7 @@ def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_p
     result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(tmp_path / "out")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Table 3" in result.output and "139.5 ± 3.6" in result.output
-    assert "BCQ seed 2: error" in result.output and "ROMI-BCQ seed 2: pending" in result.output
+    assert "BCQ seed 2: failed at step 100" in result.output and "ROMI-BCQ seed 2: not started" in result.output
     assert (tmp_path / "out" / "table3.md").exists() and (tmp_path / "out" / "learning_curves.png").exists()
 
 
@@ -169,8 +190,10 @@ def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: 
 
 
 def test_report_on_nothing_is_a_clear_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "no trials found" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

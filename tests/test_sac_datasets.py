@@ -176,8 +176,10 @@ def test_unknown_environment_and_task() -> None:
 
 
 def test_sac_options_rejected_for_other_recipes() -> None:
-    with pytest.raises(RomiError, match="budget only apply to the SAC-made"):
+    with pytest.raises(RomiError, match="--budget only applies to the SAC-made"):
         make_dataset("hopper-random", steps=10, budget=100)
+    with pytest.raises(RomiError, match="--budget, --medium-fraction only apply to the SAC-made"):
+        make_dataset("hopper-random", steps=10, budget=100, medium_fraction=0.5)
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,8 +75,8 @@ def test_trial_statuses_tell_done_unfinished_failed_and_unstarted_apart() -> Non
     ]
     rows = {(r.method, r.seed): r for r in trial_statuses(spec, grid)}
     assert len(rows) == 9
-    assert rows["ROMI-BCQ", 0].status == "done" and rows["ROMI-BCQ", 0].score == 55.0
-    assert rows["BCQ", 0].status == "unfinished" and rows["BCQ", 0].step == 5_000
-    assert rows["FOMI-BCQ", 0].status == "error"
+    assert rows["ROMI-BCQ", 0].status == "finished" and rows["ROMI-BCQ", 0].score == 55.0
+    assert rows["BCQ", 0].status == "stopped" and rows["BCQ", 0].step == 5_000
+    assert rows["FOMI-BCQ", 0].status == "failed"
     assert rows["BCQ", 1].status == "not started" and rows["BCQ", 1].score is None
     assert sum(r.status == "not started" for r in rows.values()) == 6

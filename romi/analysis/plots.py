@@ -47,7 +47,9 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
         for method, group in of_task.groupby("method_label"):
             stats = group.groupby("step")["score_headline"].agg(["mean", "std"]).fillna(0.0)
             colour = METHOD_COLOURS.get(str(method).split(" (")[0])
-            ax.plot(stats.index, stats["mean"], label=f"{method} ({group['seed'].nunique()} seeds)", color=colour)
+            # Markers: a curve of one or two evaluations (an interrupted trial) is still visible.
+            ax.plot(stats.index, stats["mean"], label=f"{method} ({group['seed'].nunique()} seeds)", color=colour,
+                    marker="o", markersize=4)
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2,
                             color=colour)
         ax.set_title(task)

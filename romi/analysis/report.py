@@ -11,6 +11,7 @@ from romi.analysis import plots
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import RomiError
+from romi.io import check_writable_dir
 
 
 @dataclass
@@ -33,7 +34,24 @@ def relevant_tables(results: pd.DataFrame) -> list[int]:
     return chosen
 
 
+def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
+    """Local sweep paths must be existing directories (URIs are read as they are)."""
+    for sweep in sweeps:
+        if "://" in sweep and not sweep.startswith("file://"):
+            continue
+        path = Path(sweep.removeprefix("file://")).expanduser()
+        if not path.exists():
+            raise RomiError(f"{path} does not exist",
+                            "give a sweep directory written by `romi sweep` (e.g. runs/sweeps/quick) or a run "
+                            "directory of `romi train`")
+        if not path.is_dir():
+            raise RomiError(f"{path} is a file, not a sweep directory",
+                            f"give the directory that holds the sweep's trials (e.g. {path.parent})")
+
+
 def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) -> Report:
+    check_sweep_paths(sweeps)
+    check_writable_dir(out, "--out")
     results = load_results(*sweeps)
     if results.empty:
         raise RomiError(f"no trials found under {', '.join(sweeps)}", "point at a sweep directory of `romi sweep`")

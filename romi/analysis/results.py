@@ -3,7 +3,9 @@
 Reads Tune experiment directories (`<storage>/<sweep>/<trial>/{params.json, result.json}`), as
 written by `romi sweep`, and `romi train` run directories (`config.json`, `metrics.jsonl`), from a
 local path or any URI pyarrow understands (`s3://`, `gs://`, ...). Partially finished sweeps load
-too: a trial with no evaluation yet appears in `summarize_trials` as missing.
+too: every trial is `finished`, `stopped` (evaluated, then interrupted or still running: its step says
+where), `failed` or `not started`; trials a sweep asks for but never started come from the sweep's
+manifest (`romi_sweep.json`, written by `romi sweep` before its first trial).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 IDENTITY = ["sweep", "trial", "task", "method", "seed", "profile"]
+STATUSES = ("finished", "stopped", "failed", "not started")
+MANIFEST_FILE = "romi_sweep.json"  # = romi.tune.sweep.MANIFEST_FILE (not imported: analysis needs no Ray)
 METRICS = ["step", "score", "score_local", "return_mean", "return_std", "discrepancy", "steps_per_second",
            "wall_time"]
 LABELS = ["method_label", "dataset_id"]
@@ -39,7 +43,7 @@ class _Trial:
     name: str
     identity: dict[str, Any]
     records: list[dict[str, Any]]
-    status: str  # finished | running | error | pending
+    status: str  # one of STATUSES
     config: dict[str, Any]
 
 
@@ -118,10 +122,28 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
             if _read_text(fs, f"{directory}/summary.json") is not None and records:
                 records[-1]["done_fraction"] = 1.0
         done = bool(records) and float(records[-1].get("done_fraction", 0.0)) >= 1.0
-        status = "error" if errored and not done else "finished" if done else "running" if records else "pending"
+        status = "failed" if errored and not done else "finished" if done else "stopped" if records else "not started"
         identity = {"task": config["task"], "method": config["method"], "seed": int(config.get("seed", 0)),
                     "profile": config.get("profile", "paper")}
         yield _Trial(sweep, directory.rsplit("/", 1)[-1], identity, records, status, config)
+
+
+def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:
+    """The trials each sweep manifest under `root` asks for (found or not)."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.base_name != MANIFEST_FILE or info.type != pyarrow.fs.FileType.File:
+            continue
+        manifest = json.loads(_read_text(fs, info.path) or "{}")
+        spec = manifest.get("spec", {})
+        for trial in manifest.get("trials", []):
+            identity = {"task": trial["task"], "method": trial["method"], "seed": int(trial["seed"]),
+                        "profile": spec.get("profile", "paper")}
+            config = {**identity, "overrides": spec.get("overrides") or {}}
+            yield _Trial(spec.get("name") or info.path.rsplit("/", 2)[-2], trial["trial"], identity, [],
+                         "not started", config)
 
 
 def load_results(*paths: str) -> pd.DataFrame:
@@ -135,7 +157,11 @@ def load_results(*paths: str) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for path in paths:
         fs, root = _filesystem(str(path))
-        for trial in _find_trials(fs, root):
+        found = list(_find_trials(fs, root))
+        seen = {(t.sweep, t.identity["task"], t.identity["method"], t.identity["seed"]) for t in found}
+        unstarted = [t for t in _manifest_trials(fs, root)
+                     if (t.sweep, t.identity["task"], t.identity["method"], t.identity["seed"]) not in seen]
+        for trial in [*found, *unstarted]:
             overrides = trial.config.get("overrides") or {}
             flat_overrides = pd.json_normalize(overrides, sep=".").to_dict("records")[0] if overrides else {}
             base = {"sweep": trial.sweep, "trial": trial.name, **trial.identity, "status": trial.status,

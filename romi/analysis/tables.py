@@ -4,6 +4,9 @@ Rows are the table's tasks, columns our methods (mean ± std over seeds of each 
 score, or of the mean of its last k evaluations: local refs for home-made data, D4RL refs for official
 data, each row says which), the best of ours per row in bold, the D4RL-ref scores beside local ones,
 a Delta column where the paper has one (Table 3: ROMI-BCQ minus BCQ), then the paper's own columns.
+Each of our cells shows n, the seeds in it, and is marked † when it is incomplete: fewer seeds than
+the sweep asks for, or a trial that stopped before the profile's last step. An incomplete row has no
+bold: it cannot yet say which method is best.
 """
 
 from __future__ import annotations
@@ -39,10 +42,20 @@ def paper_numbers() -> pd.DataFrame:
         return pd.read_csv(handle)
 
 
-def _cell(mean: float, std: float, bold: bool, style: str) -> str:
+INCOMPLETE = "†"
+FOOTNOTE = (f"{INCOMPLETE} incomplete: fewer seeds than the sweep asks for, or a trial stopped before the "
+            "profile's last step (n = seeds with a score); incomplete rows have no best in bold")
+
+
+def _cell(mean: float, std: float, bold: bool, style: str, n: float | None = None, incomplete: bool = False) -> str:
     if np.isnan(mean):
-        return "—"
-    text = f"{mean:.1f} ± {std:.1f}" if not np.isnan(std) else f"{mean:.1f}"
+        return "—" + (INCOMPLETE if incomplete else "")
+    # One seed has no spread: "± 0.0" would read as a perfectly repeatable result.
+    text = f"{mean:.1f} ± {std:.1f}" if not np.isnan(std) and (n is None or n > 1) else f"{mean:.1f}"
+    if n is not None:
+        text += f" (n={int(n)})"
+    if incomplete:
+        return text + INCOMPLETE
     if not bold:
         return text
     return {"markdown": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(style, text)
@@ -83,19 +96,21 @@ class PaperTable:
         rows = {}
         for task, row in self.numbers.iterrows():
             means = {m: row[("ours", m, "mean")] for m in self.labels}
+            incomplete = {m: not row[("ours", m, "complete")] for m in self.labels}
             finite = {m: v for m, v in means.items() if not np.isnan(v)}
-            best = max(finite.values()) if finite else np.nan
+            best = max(finite.values()) if finite and not any(incomplete.values()) else np.nan
             out = {"normalised with": row[("ours", "normalised with", "refs")] or "—"}
             for m in self.labels:
                 out[m] = _cell(means[m], row[("ours", m, "std")], bool(finite) and means[m] == best and len(finite) > 1,
-                               style)
+                               style, n=row[("ours", m, "n")], incomplete=incomplete[m])
             if self.any_local:
                 for m in self.labels:
                     out[f"{m} [D4RL refs]"] = _cell(row[("ours_d4rl", m, "mean")], row[("ours_d4rl", m, "std")],
-                                                    False, style)
+                                                    False, style, incomplete=incomplete[m])
             if self.table in DELTA:
                 delta = row[("ours", "Delta", "mean")]
-                out["Delta"] = "—" if np.isnan(delta) else f"{delta:.1f}"
+                partial = INCOMPLETE if any(incomplete.get(m, True) for m in DELTA[self.table]) else ""
+                out["Delta"] = "—" if np.isnan(delta) else f"{delta:.1f}{partial}"
             for column in PAPER_COLUMNS[self.table]:
                 out[f"paper {column}"] = _cell(row[("paper", column, "mean")], row[("paper", column, "std")], False,
                                                style)
@@ -106,8 +121,14 @@ class PaperTable:
         frame.index.name = "task"
         return frame
 
+    @property
+    def incomplete(self) -> bool:
+        """Whether any of our cells lacks seeds or steps (then the table carries `FOOTNOTE`)."""
+        return not all(self.numbers[("ours", m, "complete")].all() for m in self.labels)
+
     def to_markdown(self) -> str:
-        return f"{self.caption}\n\n{self.display('markdown').to_markdown()}"
+        text = f"{self.caption}\n\n{self.display('markdown').to_markdown()}"
+        return text + f"\n\n{FOOTNOTE}" if self.incomplete else text
 
     def to_latex(self) -> str:
         return f"% {self.caption}\n{self.display('latex').style.to_latex(hrules=True)}"
@@ -145,6 +166,11 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
     ours = OUR_METHODS[table]
     labels = _labels(summary, ours)
     columns, records = [], []
+    cells = {(t, label): summary[(summary["task"] == t) & (summary["method_label"] == label)] for t in tasks
+             for label in labels} if not summary.empty else {}
+    # Seeds a cell should have: the sweep manifest lists every trial (started or not); without one, the
+    # most trials any cell of this table has.
+    expected = max((len(trials) for trials in cells.values()), default=0)
     for task in tasks:
         record: dict[tuple[str, str, str], object] = {}
         of_task = summary[summary["task"] == task] if not summary.empty else summary
@@ -157,6 +183,8 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
                 record[(source, label, "mean")] = float(scores.mean()) if len(scores) else np.nan
                 record[(source, label, "std")] = float(scores.std(ddof=0)) if len(scores) else np.nan
                 record[(source, label, "n")] = float(len(scores))
+            finished = int((trials["status"] == "finished").sum()) if len(trials) else 0
+            record[("ours", label, "complete")] = float(expected > 0 and finished == expected == len(trials))
         if table in DELTA:
             a, b = DELTA[table]
             record[("ours", "Delta", "mean")] = (

@@ -242,7 +242,7 @@ def load_transitions(task_or_dataset_id: str, source: DataSource = "auto") -> Tr
         episode_ids=episode_ids.astype(np.int64),
         returns=episode_returns(episode_ids, rewards),
     )
-    transitions.check_finite(f"dataset {dataset_id!r}")
+    transitions.check_finite(f"dataset {dataset_id!r}", _recreate_hint(dataset_id))
     return transitions
 
 

@@ -70,8 +70,9 @@ class Transitions:
         """The transitions at `index` (a boolean mask or integer indices), in that order."""
         return Transitions(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def check_finite(self, source: str) -> None:
-        """Raise `DatasetCorruptError` naming the first array with NaN or inf values."""
+    def check_finite(self, source: str, hint: str | None = None) -> None:
+        """Raise `DatasetCorruptError` naming the first array with NaN or inf values (`hint`: how to
+        re-create this dataset)."""
         for name in ("observations", "actions", "rewards", "next_observations", "returns"):
             array = getattr(self, name)
             bad = ~np.isfinite(array)
@@ -79,7 +80,7 @@ class Transitions:
                 row = int(np.argwhere(bad)[0][0])
                 raise DatasetCorruptError(
                     f"{source}: {name} holds {int(bad.sum())} NaN/inf values (first at transition {row})",
-                    "re-create the dataset (`romi data make ... --overwrite`) or download it again",
+                    hint or "re-create the dataset, or download it again",
                 )
 
 

@@ -175,7 +175,7 @@ class TrialStatus:
     seed: int
     step: int | None
     score: float | None
-    status: str  # done | error | unfinished | not started
+    status: str  # finished | stopped | failed | not started (as `romi report` says)
 
 
 def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialStatus]:
@@ -188,10 +188,10 @@ def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialStatus]:
         metrics = (result.metrics or {}) if result is not None else {}
         step = metrics.get("step")
         if result is not None and result.error is not None:
-            status = "error"
+            status = "failed"
         elif step is not None and step >= (config.gradient_steps or 0):
-            status = "done"
+            status = "finished"
         else:
-            status = "unfinished" if step is not None else "not started"
+            status = "stopped" if step is not None else "not started"
         rows.append(TrialStatus(config.task, config.method, config.seed, step, metrics.get("score"), status))
     return rows

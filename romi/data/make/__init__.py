@@ -58,9 +58,11 @@ def make_dataset(
     if task.recipe == "locomotion-sac":
         recipe_options["log"] = log
     elif recipe_options:
+        options = sorted(f"--{name.replace('_', '-')}" for name in recipe_options)
+        verb, them = ("applies", "that option") if len(options) == 1 else ("apply", "those options")
         raise RomiError(
-            f"{', '.join(sorted(recipe_options))} only apply to the SAC-made locomotion datasets, not to {task.name}",
-            "drop those options",
+            f"{', '.join(options)} only {verb} to the SAC-made locomotion datasets, not to {task.name}",
+            f"drop {them}",
         )
     if dataset_dir(task.local_id).exists() and not overwrite:
         # Refuse before spending minutes of simulation.
