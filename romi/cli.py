@@ -261,10 +261,11 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from romi.config import build_run_config, parse_overrides
-    from romi.train import default_run_dir, train_run
+    from romi.train import check_run_inputs, default_run_dir, train_run
 
     config = build_run_config(task, method, seed, profile, parse_overrides(set_ or []))
     run_dir = out or default_run_dir(Path("runs"), config)
+    check_run_inputs(config, run_dir, artifacts)  # before the progress bar: a refused run shows no bar
     console.print(f"[bold]{config.task} {config.method} seed {config.seed}[/] ({config.profile} profile) -> "
                   f"{escape(str(run_dir))}")
     with Progress(

@@ -27,6 +27,13 @@ def default_run_dir(root: Path, config: RunConfig) -> Path:
     return root / config.task / config.method / f"seed{config.seed}"
 
 
+def check_run_inputs(config: RunConfig, out_dir: Path, artifacts_dir: Path) -> None:
+    """What a run needs from this machine, refused before any work: writable directories, its device."""
+    check_writable_dir(out_dir, "--out")
+    check_writable_dir(artifacts_dir, "--artifacts")
+    check_device_available(config.device)
+
+
 def train_run(
     config: RunConfig,
     out_dir: Path,
@@ -43,9 +50,7 @@ def train_run(
     config = config.resolved()
     config_path, summary_path = out_dir / "config.json", out_dir / "summary.json"
     checkpoint_path = out_dir / "checkpoint.pt"
-    check_writable_dir(out_dir, "--out")
-    check_writable_dir(artifacts_dir, "--artifacts")
-    check_device_available(config.device)
+    check_run_inputs(config, out_dir, artifacts_dir)
     if config_path.exists() and json.loads(config_path.read_text()) != json.loads(config.to_json()):
         raise ConfigError(
             f"{out_dir} holds a run with a different config",

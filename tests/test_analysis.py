@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -211,3 +212,38 @@ def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: p
     assert (tmp_path / "nb" / "learning_curves.png").exists()
     shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
     assert any("Table 3. Ours:" in text and "local refs" in text for text in shown), "the table says its refs"
+
+
+def test_report_on_an_interrupted_sweep_lists_every_trial_truthfully(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """9 trials asked for (the quick sweep's grid); one stopped after 1 evaluation, one after 2, 7 never started."""
+    from romi.analysis import plots
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import write_manifest
+
+    root = tmp_path / "synthetic"
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "tune_configs" / "quick.yaml").model_copy(
+        update={"name": "synthetic"})
+    write_manifest(spec, str(root))
+    _trial(root, "ROMI-BCQ", 0, [100], -23.1)  # headline (local refs) -12.7 at step 100 of 300
+    _trial(root, "BCQ", 0, [100, 200], 30.0)
+    figures: list = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["report", str(root), "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "9 trial(s) not finished" in text
+    assert "ROMI-BCQ seed 0: stopped at step 100 (1 evaluations)" in text
+    assert "BCQ seed 0: stopped at step 200 (2 evaluations)" in text
+    assert text.count(": not started") == 7 and "running" not in text and "pending" not in text
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 9 and sorted(trials["status"].value_counts().items()) == [("not started", 7),
+                                                                                     ("stopped", 2)]
+    table = (out / "table3.md").read_text()
+    assert "**" not in table, "nothing incomplete is bold"
+    assert "-12.7 (n=1)†" in table and "15.0 (n=1)†" in table and "—†" in table and "† incomplete" in table
+    curves = [line for fig in figures for ax in fig.axes for line in ax.get_lines()
+              if ax.get_xlabel() == "gradient steps"]
+    assert curves and all(line.get_marker() == "o" for line in curves), "a one-point curve must be visible"

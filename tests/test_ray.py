@@ -185,6 +185,13 @@ def test_an_interrupted_sweep_resumes_the_rest(ray_cluster, tiny_sweep_file, tmp
     driver.send_signal(signal.SIGINT)
     driver.wait(timeout=120)
     finished_text = (first / "result.json").read_text()
+    from romi.analysis.results import load_results, summarize_trials
+
+    # The report sees both trials of the interrupted sweep, the unfinished one included (from the manifest
+    # when it never started), each with its true status.
+    statuses = dict(summarize_trials(load_results(str(root))).set_index("trial")["status"])
+    assert len(statuses) == 2 and statuses[first.name] == "finished", statuses
+    assert set(statuses.values()) - {"finished"} <= {"stopped", "not started"}
 
     spec = load_sweep(tiny_sweep_file).model_copy(update={"name": "interrupted"})
     grid = build_tuner(spec, str(tmp_path), resume=True).fit()
@@ -192,3 +199,18 @@ def test_an_interrupted_sweep_resumes_the_rest(ray_cluster, tiny_sweep_file, tmp
     assert (first / "result.json").read_text() == finished_text, "the finished trial was recomputed"
     for trial in root.glob("maze2d-*"):
         assert [r["step"] for r in _result_lines(trial)] == [50, 100]
+
+
+def test_a_trial_bigger_than_the_local_cluster_is_refused_before_any_trial(ray_cluster, tiny_sweep_file,
+                                                                           tmp_path) -> None:
+    """Tune would leave such trials PENDING forever; the preflight names the setting (nodes have 2 CPUs)."""
+    from romi.errors import PreflightError
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import run_sweep
+
+    spec = load_sweep(tiny_sweep_file)
+    big = spec.model_copy(update={"resources": spec.resources.model_copy(update={"cpu": 3.0})})
+    with pytest.raises(PreflightError, match="largest node has 2") as info:
+        run_sweep(big, str(tmp_path), address=None)
+    assert "resources.cpu" in (info.value.hint or "")
+    assert not list(tmp_path.iterdir()), "nothing written"

@@ -1,0 +1,298 @@
+"""Bad input and interruptions, as a new user meets them: every one is refused with exit code 2, a message
+naming the problem and the fix, and the file tree as it was (README, "Bad input")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from romi.cli import app
+from romi.config import build_run_config, parse_overrides
+from romi.data.minari_io import dataset_dir, datasets_root
+from romi.data.tasks import TASKS
+from romi.errors import PreflightError
+from romi.tune.preflight import ClusterResources, check_resources
+from romi.tune.spec import load_sweep
+
+runner = CliRunner()
+TUNE_CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
+QUICK = str(TUNE_CONFIGS / "quick.yaml")
+UNWRITABLE = "/sys/romi-cannot-write-here"  # sysfs: read-only even for root, unlike a chmod-ed directory
+TINY = ["--profile", "quick", "--set", "gradient_steps=60", "--set", "eval.every=30", "--set", "eval.episodes=1",
+        "--set", "bcq.actor_hidden=[32,32]", "--set", "bcq.critic_hidden=[32,32]", "--set", "bcq.vae.hidden_dim=32",
+        "--set", "bcq.batch_size=32"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and directory under `root`, with a digest of each file's content."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (default output paths such as runs/ land here, inside the snapshot)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def refused(args: list[str], *needles: str, roots: tuple[Path, ...]) -> str:
+    """Run `romi args`; assert exit 2, an error and a fix naming `needles`, and no file changed under `roots`."""
+    before = [snapshot(root) for root in roots]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 2, result.output
+    assert "error:" in text and "fix:" in text, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+    assert [snapshot(root) for root in roots] == before, "the file tree changed"
+    return text
+
+
+def _store() -> Path:
+    return datasets_root()
+
+
+# --- raw tracebacks before ----------------------------------------------------------------
+
+
+def test_corrupt_checkpoint_is_named_with_how_to_start_over(scratch: Path) -> None:
+    run = scratch / "run"
+    run.mkdir()
+    config = build_run_config("maze2d-umaze-sparse", "BCQ", 0, "quick", parse_overrides(
+        [a for a in TINY[2:] if a != "--set"]))
+    (run / "config.json").write_text(config.to_json())
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    refused(["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", *TINY, "--out", str(run),
+             "--artifacts", str(scratch / "artifacts")],
+            f"checkpoint {run / 'checkpoint.pt'} is corrupt or truncated", "delete", "start this run over",
+            roots=(scratch,))
+
+
+@pytest.mark.parametrize("bad", [UNWRITABLE + "/run", "inside-a-file/run"])
+@pytest.mark.parametrize("option", ["train --out", "train --artifacts", "report --out", "sweep --storage"])
+def test_unwritable_directories_are_refused_before_anything_starts(scratch: Path, option: str, bad: str) -> None:
+    import ray
+
+    (scratch / "inside-a-file").write_text("a file, not a directory")
+    command, flag = option.split()
+    if command == "train":
+        args = ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--out", str(scratch / "run"),
+                "--artifacts", str(scratch / "artifacts"), flag, bad]
+    elif command == "report":
+        sweep = scratch / "sweep" / "maze2d-umaze-sparse_BCQ_seed0"
+        sweep.mkdir(parents=True)
+        (sweep / "params.json").write_text(json.dumps({"task": "maze2d-umaze-sparse", "method": "BCQ", "seed": 0}))
+        args = ["report", str(scratch / "sweep"), flag, bad]
+    else:
+        args = ["sweep", QUICK, flag, bad]
+    problem = "is a file, not a directory" if bad.startswith("inside") else "is not writable"
+    refused(args, f"{flag} ", problem, f"{flag}", roots=(scratch,))
+    assert not ray.is_initialized(), "Ray was started before the check"
+
+
+@pytest.mark.parametrize(("target", "problem"), [("missing-dir", "does not exist"),
+                                                 ("a-file.json", "is a file, not a sweep directory")])
+def test_report_needs_an_existing_directory(scratch: Path, target: str, problem: str) -> None:
+    (scratch / "a-file.json").write_text("{}")
+    refused(["report", str(scratch / target), "--out", str(scratch / "out")], problem, "give",
+            roots=(scratch,))
+
+
+def test_unusable_devices_are_refused(scratch: Path) -> None:
+    import torch
+
+    base = ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--out", str(scratch / "run"),
+            "--artifacts", str(scratch / "a")]
+    refused([*base, "--set", "device=tpu9"], "device", "tpu9", "use cpu, cuda", roots=(scratch,))
+    if not torch.cuda.is_available():
+        refused([*base, "--set", "device=cuda"], "no usable CUDA GPU", "device=cpu", roots=(scratch,))
+
+
+@pytest.mark.parametrize(("seeds", "needle"), [(0, "at least 1"), (-2, "at least 1"), ([], "non-empty"),
+                                               ([0, -1], "seeds >= 0"), ([1, 1], "repeat a seed")])
+def test_sweep_seed_counts_that_make_no_trial_are_refused(scratch: Path, seeds: object, needle: str) -> None:
+    path = scratch / "seeds.yaml"
+    path.write_text(yaml.safe_dump({"tasks": ["maze2d-umaze-sparse"], "methods": ["BCQ"], "seeds": seeds}))
+    refused(["sweep", str(path), "--storage", str(scratch / "sweeps")], "seeds", needle, roots=(scratch,))
+
+
+def test_unreachable_address_fails_within_seconds(scratch: Path) -> None:
+    with socket.socket() as probe:  # a port on which nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    refused(["sweep", QUICK, "--storage", str(scratch / "sweeps"), "--address", f"127.0.0.1:{port}"],
+            f"no Ray cluster answers at --address 127.0.0.1:{port}", "ray start --head", roots=(scratch,))
+    assert time.perf_counter() - started < 15
+    refused(["sweep", QUICK, "--storage", str(scratch / "sweeps"), "--address", "headnode"], "not host:port",
+            roots=(scratch,))
+
+
+# --- hangs before -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_cpus", ["0", "-1"])
+def test_num_cpus_below_one_is_refused(scratch: Path, num_cpus: str) -> None:
+    refused(["sweep", QUICK, "--storage", str(scratch / "s"), "--num-cpus", num_cpus],
+            f"--num-cpus {num_cpus}", "--num-cpus 1 or more", roots=(scratch,))
+    refused(["sweep", QUICK, "--storage", str(scratch / "s"), "--num-cpus", "2", "--address", "127.0.0.1:1"],
+            "--num-cpus 2 with --address", "drop --num-cpus", roots=(scratch,))
+
+
+def test_trials_bigger_than_the_cluster_are_refused_or_fitted() -> None:
+    two_cores = ClusterResources(total_cpu=2, total_gpu=0, max_node_cpu=2, max_node_gpu=0)
+    notes: list[str] = []
+    # The shipped tables (1 CPU + 2 rollout actors) on the README's 2-core machine: actors fitted to 0.
+    for name in ("table1", "table2", "table3", "table4"):
+        spec = load_sweep(TUNE_CONFIGS / f"{name}.yaml")
+        assert spec.resources.cpu + spec.resources.rollout_workers > 2
+        fitted = check_resources(spec, two_cores, local=True, log=notes.append)
+        assert fitted.resources.rollout_workers == 0 and fitted.resources.cpu == spec.resources.cpu
+    assert "rollout_workers set to 0" in notes[0] and "same buffer" in notes[0]
+    quick = load_sweep(TUNE_CONFIGS / "quick.yaml")
+    assert check_resources(quick, two_cores, local=True, log=notes.append) == quick
+    big = quick.model_copy(update={"resources": quick.resources.model_copy(update={"cpu": 3.0})})
+    with pytest.raises(PreflightError, match=r"resources.cpu = 3 .* largest node has 2") as info:
+        check_resources(big, two_cores, local=True)
+    assert "set resources.cpu to at most 2" in (info.value.hint or "")
+    gpu = quick.model_copy(update={"resources": quick.resources.model_copy(update={"gpu": 1.0})})
+    with pytest.raises(PreflightError, match=r"resources\.gpu = 1") as info:
+        check_resources(gpu, two_cores, local=True)
+    assert "resources.gpu: 0" in (info.value.hint or "")
+    # A remote cluster may grow (autoscaler): warned with the setting to change, not refused.
+    warnings: list[str] = []
+    assert check_resources(gpu, two_cores, local=False, log=warnings.append) == gpu
+    assert "autoscaler" in warnings[0] and "resources.gpu: 0" in warnings[0]
+
+
+# --- accepted silently before -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_config_values_are_refused(scratch: Path, value: str) -> None:
+    refused(["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--set", f"bcq.learning_rate={value}",
+             "--out", str(scratch / "run")], "bcq.learning_rate", "finite number", roots=(scratch,))
+    path = scratch / "inf.yaml"
+    path.write_text(f"tasks: [maze2d-umaze-sparse]\nmethods: [BCQ]\nresources: {{cpu: {value}}}\n")
+    refused(["sweep", str(path), "--storage", str(scratch / "s")], "resources.cpu", "finite number",
+            roots=(scratch,))
+
+
+def test_a_diverging_run_stops_naming_the_step_and_loss(umaze_dataset: str, scratch: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from romi.agents.bcq import BCQ
+
+    update = BCQ.update
+
+    def diverge_at_40(self: BCQ, batch: object) -> dict[str, float]:
+        metrics = update(self, batch)  # type: ignore[arg-type]
+        return {**metrics, "critic_loss": math.nan} if self.step == 40 else metrics
+
+    monkeypatch.setattr(BCQ, "update", diverge_at_40)
+    run = scratch / "run"
+    result = runner.invoke(app, ["train", "--task", umaze_dataset, "--method", "BCQ", *TINY, "--out", str(run),
+                                 "--artifacts", str(scratch / "a")], env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "diverged at gradient step 40: loss critic_loss = nan" in text and "fix: lower the learning rate" in text
+    assert "done" not in text and not (run / "summary.json").exists(), "no score from a diverged policy"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))["step"]
+            for line in lines] == [30]
+
+
+def _truncated_copy(umaze_dataset: str, store: Path) -> None:
+    """The session's umaze dataset copied to `store` with its data file cut in half."""
+    source = dataset_dir(TASKS[umaze_dataset].local_id)
+    relative = source.relative_to(datasets_root())
+    shutil.copytree(datasets_root() / relative.parts[0], store / relative.parts[0])
+    data = store / relative / "data" / "main_data.hdf5"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def test_truncated_dataset_fails_data_info_and_the_sweep_preflight(umaze_dataset: str, scratch: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    store = scratch / "store"
+    _truncated_copy(umaze_dataset, store)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    fix = f"romi data make {umaze_dataset} --overwrite"
+    refused(["data", "info", umaze_dataset], "corrupt or truncated", fix, roots=(scratch,))
+    text = refused(["sweep", QUICK, "--storage", str(scratch / "sweeps")], "1 of 1 datasets are damaged",
+                   "corrupt or truncated", fix, roots=(scratch,))
+    assert "--resume" not in text
+    assert not ray.is_initialized()
+
+
+def test_data_info_checks_a_good_dataset(umaze_dataset: str) -> None:
+    result = runner.invoke(app, ["data", "info", umaze_dataset], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "checked: 3,000 finite transitions" in result.output
+
+
+def test_an_existing_sweep_needs_resume_or_overwrite(scratch: Path) -> None:
+    trial = scratch / "sweeps" / "quick" / "maze2d-umaze-sparse_BCQ_seed0"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text("{}")
+    (trial / "result.json").write_text('{"step": 10000}\n')
+    refused(["sweep", QUICK, "--storage", str(scratch / "sweeps")], "sweep 'quick' already exists",
+            "--resume to continue", "--overwrite", roots=(scratch,))
+    refused(["sweep", QUICK, "--storage", str(scratch / "sweeps"), "--resume", "--overwrite"],
+            "contradict", roots=(scratch,))
+
+
+def test_a_failed_train_writes_nothing(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(scratch / "empty-store"))
+    args = ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", *TINY, "--out", str(scratch / "run"),
+            "--artifacts", str(scratch / "artifacts")]
+    refused(args, "no dataset for task 'maze2d-umaze-sparse'", "romi data make maze2d-umaze-sparse",
+            roots=(scratch,))
+    assert not (scratch / "run").exists(), "a config.json left here would refuse the corrected command"
+
+
+# --- misleading messages before ---------------------------------------------------------------
+
+
+def test_yaml_syntax_errors_are_shown_whole_with_a_fix(scratch: Path) -> None:
+    path = scratch / "broken.yaml"
+    path.write_text("tasks: [maze2d-umaze-sparse\nmethods: [BCQ]\n")
+    refused(["sweep", str(path), "--storage", str(scratch / "s")], "not valid YAML", "expected ',' or ']'",
+            "fix the YAML syntax", roots=(scratch,))
+
+
+@pytest.mark.parametrize(("text", "valid", "invalid"), [
+    ("resources: {cpus: 2}", "cpu, gpu, rollout_workers", "tasks"),
+    ("overrides: {bcq: {batchsize: 3}}", "actor_hidden", "tasks"),
+])
+def test_a_nested_key_typo_lists_the_keys_of_its_own_level(scratch: Path, text: str, valid: str,
+                                                           invalid: str) -> None:
+    path = scratch / "typo.yaml"
+    path.write_text(f"tasks: [maze2d-umaze-sparse]\nmethods: [BCQ]\n{text}\n")
+    message = refused(["sweep", str(path), "--storage", str(scratch / "s")], "unknown key", valid,
+                      roots=(scratch,))
+    assert f"valid keys here: {invalid}" not in message
+
+
+def test_train_ctrl_c_says_that_rerunning_resumes(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import romi.train
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(romi.train, "train_run", interrupted)
+    result = runner.invoke(app, ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ",
+                                 "--out", str(scratch / "run")], env={"COLUMNS": "300"})
+    assert result.exit_code == 130
+    assert "rerun the same command to resume" in " ".join(result.output.split())
