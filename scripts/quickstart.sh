@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-if ! .venv/bin/romi data info maze2d-umaze-sparse | grep -q "local: .*episodes"; then
+# `data info` checks the dataset it finds (exit 2 and the command that re-creates it if it is damaged).
+info=$(.venv/bin/romi data info maze2d-umaze-sparse)
+if ! grep -q "local: .*checked" <<<"$info"; then
   .venv/bin/romi data make maze2d-umaze-sparse
 fi
 .venv/bin/romi sweep tune_configs/quick.yaml --resume   # --resume: keeps finished trials on a rerun

@@ -182,8 +182,9 @@ def test_nan_in_dataset_is_refused(isolated_minari_store: Path) -> None:
     episode = episode_buffer(obs, np.zeros((3, 6)), np.zeros(3), np.zeros(3, bool), np.array([0, 0, 1], bool))
     write_dataset(task.local_id, [episode], env_id=task.env_id, eval_env=None, ref_min_score=0.0,
                   ref_max_score=1.0, description="nan", extra_metadata={}, overwrite=True)
-    with pytest.raises(DatasetCorruptError, match="NaN"):
+    with pytest.raises(DatasetCorruptError, match="NaN") as info:
         load_transitions(task.name)
+    assert info.value.hint == "re-create it: romi data make halfcheetah-random --overwrite"
 
 
 def test_recipe_less_task_explains_itself() -> None:

@@ -16,6 +16,7 @@ import torch
 
 from romi.artifacts import ArtifactStore
 from romi.config import build_run_config
+from romi.errors import CheckpointError
 from romi.imagination.rollout import build_buffer_in_process
 from romi.pipeline import Run
 
@@ -57,7 +58,17 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            run.load_state_dict(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False))
+            path = Path(directory) / CHECKPOINT_FILE
+            try:
+                state = torch.load(path, weights_only=False)
+            except Exception as err:  # a damaged file: say which, not a torch traceback
+                raise CheckpointError(
+                    f"checkpoint {checkpoint.path}/{CHECKPOINT_FILE} of trial {trial_name(trial)} is corrupt or "
+                    f"truncated ({type(err).__name__}: {err})",
+                    "this trial cannot continue from it: rerun the sweep with --overwrite to start it over "
+                    "(its trained models are kept)",
+                ) from None
+            run.load_state_dict(state)
         print(f"resumed from step {run.step:,}")
 
     identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
