@@ -281,7 +281,8 @@ def train(
                 f"return {record.return_mean:9.2f}  {record.steps_per_second:6.1f} steps/s"
             )
 
-        summary = train_run(config, run_dir, artifacts, log=bar.console.print, on_eval=on_eval)
+        summary = train_run(config, run_dir, artifacts, on_eval=on_eval,
+                            log=lambda line: bar.console.print(line, markup=False, highlight=False))
     console.print(
         f"[green]done[/] final score {summary['final_score']:.2f}, last-{config.eval.last_k} mean "
         f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {escape(str(run_dir))}"

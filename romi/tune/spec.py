@@ -85,7 +85,8 @@ def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     """Read and validate a sweep file; `profile` (paper, reduced or quick) replaces the file's."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist", "see tune_configs/ for the paper's tables")
+        problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"sweep file {path} {problem}", "see tune_configs/ for the paper's tables")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
