@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -221,10 +221,11 @@ class Run:
         self.history.append(record.flat())
         return record
 
-    def _check_finite(self, values: dict[str, float], what: str) -> None:
+    def _check_finite(self, values: Mapping[str, float | str], what: str) -> None:
         """Stop at the first non-finite loss or evaluation: a diverged policy must never be scored,
-        and JSON (metrics.jsonl, Tune's result.json) has no NaN."""
-        bad = {key: value for key, value in values.items() if not math.isfinite(value)}
+        and JSON (metrics.jsonl, Tune's result.json) has no NaN. (Labels such as the dataset id are strings.)"""
+        bad = {key: value for key, value in values.items()
+               if isinstance(value, int | float) and not math.isfinite(value)}
         if not bad:
             return
         config = self.config
