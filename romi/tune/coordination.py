@@ -35,13 +35,30 @@ class BuildCoordinator:
     def holders(self) -> dict[str, str]:
         return dict(self.building)
 
+    def node_id(self) -> str:
+        """The Ray node it runs on (it must be the driver's: see `start_coordinator`)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 _coordinator: Any = None  # the driver keeps the handle: a non-detached actor lives while it is referenced
 
+RECONNECT_SECONDS = 600.0
+"""How long a lock client keeps re-resolving a coordinator that died or restarts before giving up."""
 
-def start_coordinator() -> Any:
-    """Create (or find) the sweep's coordinator actor; it lives as long as the driver holds it."""
+
+def start_coordinator(node_id: str | None = None) -> Any:
+    """Create (or find) the sweep's coordinator actor; it lives as long as the driver holds it.
+
+    It is placed on the driver's node (`node_id`, default: this process's node): the driver dies with
+    that node anyway, whereas a coordinator on a worker node took every ROMI trial down with that node.
+    It restarts without limit if its process dies (its claims are lost, which is safe: `load_or_build`
+    re-checks under the lock and artifact writes are atomic). The affinity is soft only so that a
+    restart still finds a node if the pinned one is gone (the driver's node never is while it runs).
+    """
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     global _coordinator
     if _coordinator is not None:
@@ -50,29 +67,60 @@ def start_coordinator() -> Any:
             return _coordinator  # still alive; replacing the owning handle would kill it
         except ValueError:
             pass
+    node_id = node_id or ray.get_runtime_context().get_node_id()
     _coordinator = ray.remote(num_cpus=0)(BuildCoordinator).options(
-        name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True
+        name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True,
+        max_restarts=-1, max_task_retries=-1,  # calls made while it restarts wait for the new process
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
     ).remote()
     return _coordinator
 
 
 class RayBuildLock:
-    """`ArtifactStore` lock backed by the coordinator actor (waits while another trial builds)."""
+    """`ArtifactStore` lock backed by the coordinator actor (waits while another trial builds).
 
-    def __init__(self, owner: str, poll_seconds: float = 2.0) -> None:
-        import ray
+    Every call survives the coordinator's death: the client re-resolves it by name and retries until
+    `reconnect_seconds` pass. Both calls are idempotent per owner, so a retried call cannot double-claim.
+    """
 
-        self.coordinator = ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)
+    def __init__(self, owner: str, poll_seconds: float = 2.0, reconnect_seconds: float = RECONNECT_SECONDS) -> None:
         self.owner = owner
         self.poll_seconds = poll_seconds
+        self.reconnect_seconds = reconnect_seconds
+        self.coordinator = self._resolve()
+
+    def _resolve(self) -> Any:
+        import ray
+
+        deadline = time.monotonic() + self.reconnect_seconds
+        while True:
+            try:
+                return ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)
+            except ValueError:  # not (yet) registered again after its death
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(self.poll_seconds)
+
+    def _call(self, method: str, key: str) -> Any:
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        deadline = time.monotonic() + self.reconnect_seconds
+        while True:
+            try:
+                return ray.get(getattr(self.coordinator, method).remote(key, self.owner))
+            except (RayActorError, ActorUnavailableError) as err:  # its node or process died
+                if time.monotonic() > deadline:
+                    raise
+                print(f"build coordinator unavailable ({type(err).__name__}); reconnecting")
+                time.sleep(self.poll_seconds)
+                self.coordinator = self._resolve()
 
     @contextlib.contextmanager
     def __call__(self, key: str) -> Iterator[None]:
-        import ray
-
-        while not ray.get(self.coordinator.try_claim.remote(key, self.owner)):
+        while not self._call("try_claim", key):
             time.sleep(self.poll_seconds)
         try:
             yield
         finally:
-            ray.get(self.coordinator.release.remote(key, self.owner))
+            self._call("release", key)

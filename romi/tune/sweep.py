@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from romi.tune.spec import SweepSpec, check_datasets
+from romi.config import METHOD_TABLE
+from romi.tune.cluster_checks import check_cluster
+from romi.tune.spec import SweepSpec, TrialResources, check_datasets
 from romi.tune.trainable import romi_trainable, trial_name
 
 DEFAULT_STORAGE = "runs/sweeps"
@@ -37,6 +39,12 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address)
 
 
+def trial_bundles(method: str, resources: TrialResources) -> list[dict[str, float]]:
+    """A trial's placement group: its own process, then one 1-CPU bundle per rollout actor if it imagines."""
+    workers = resources.rollout_workers if METHOD_TABLE[method].direction is not None else 0
+    return [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * workers
+
+
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
                 max_concurrent: int | None = None, stop: Any = None, extra: dict[str, Any] | None = None) -> Any:
     """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`).
@@ -54,8 +62,9 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
     start_coordinator()
     resources = spec.resources
-    bundles = [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * resources.rollout_workers
-    trainable = tune.with_resources(romi_trainable, tune.PlacementGroupFactory(bundles))
+    # Per trial, from its method: plain BCQ/CQL never build a model buffer, so they hold no rollout CPUs.
+    trainable = tune.with_resources(
+        romi_trainable, lambda config: tune.PlacementGroupFactory(trial_bundles(config["method"], resources)))
 
     if resume and tune.Tuner.can_restore(experiment):
         return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -108,6 +117,7 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
     """Check the data, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`."""
     check_datasets(spec)  # fail fast, before any trial starts
     init_ray(address, num_cpus)
+    check_cluster(spec, _storage_uri(storage))  # every node sees the storage and has the data, before any trial
     tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent)
     return tuner.fit()
 
