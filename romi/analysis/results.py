@@ -142,6 +142,8 @@ def load_results(*paths: str) -> pd.DataFrame:
         if column not in frame:
             frame[column] = np.nan
     frame["seed"] = frame["seed"].astype(int)
+    # A trial without evaluations has no step (NaN): a nullable integer keeps `step` integral anyway.
+    frame["step"] = frame["step"].astype("Int64")
     ordered = [*IDENTITY, "status", *METRICS]
     rest = sorted(c for c in frame.columns if c not in ordered)
     return frame[ordered + rest].sort_values(["sweep", "task", "method", "seed", "step"]).reset_index(drop=True)

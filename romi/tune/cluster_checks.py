@@ -15,6 +15,7 @@ All problems on all nodes are reported at once, each naming the node and its fix
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -134,10 +135,8 @@ def check_cluster(spec: SweepSpec, storage_uri: str, timeout: float = NODE_TIMEO
                 silent.append(f"  node {node['NodeManagerAddress']} (id {node['NodeID'][:8]}): "
                               f"no answer ({type(err).__name__})")
     finally:
-        try:
+        with contextlib.suppress(Exception):  # best effort: a leftover marker directory is harmless
             fs.delete_dir(os.path.dirname(marker_path))
-        except Exception:  # best effort: a leftover marker directory is harmless
-            pass
     _raise_problems(spec, storage_uri, reports, silent)
     return reports
 

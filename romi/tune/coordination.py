@@ -7,6 +7,7 @@ different disks; a named Ray actor owned by the sweep's driver is a lock every t
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,17 +49,17 @@ RECONNECT_SECONDS = 600.0
 """How long a lock client keeps re-resolving a coordinator that died or restarts before giving up."""
 
 
-def start_coordinator(node_id: str | None = None) -> Any:
+def start_coordinator(node_id: str | None = None, keep_every: float = 2.0) -> Any:
     """Create (or find) the sweep's coordinator actor; it lives as long as the driver holds it.
 
-    It is placed on the driver's node (`node_id`, default: this process's node): the driver dies with
+    It is pinned to the driver's node (`node_id`, default: this process's node): the driver dies with
     that node anyway, whereas a coordinator on a worker node took every ROMI trial down with that node.
-    It restarts without limit if its process dies (its claims are lost, which is safe: `load_or_build`
-    re-checks under the lock and artifact writes are atomic). The affinity is soft only so that a
-    restart still finds a node if the pinned one is gone (the driver's node never is while it runs).
+    (Soft affinity is not enough: Ray spreads 0-CPU actors to other nodes even then.) It restarts without
+    limit if its process dies, and a keeper thread in the driver re-creates it on the driver's node if it
+    is ever gone for good; losing its claims is safe, because `load_or_build` re-checks under the lock
+    and artifact writes are atomic.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     global _coordinator
     if _coordinator is not None:
@@ -67,13 +68,48 @@ def start_coordinator(node_id: str | None = None) -> Any:
             return _coordinator  # still alive; replacing the owning handle would kill it
         except ValueError:
             pass
-    node_id = node_id or ray.get_runtime_context().get_node_id()
-    _coordinator = ray.remote(num_cpus=0)(BuildCoordinator).options(
+    _coordinator = _create_coordinator(node_id or ray.get_runtime_context().get_node_id())
+    _start_keeper(keep_every)
+    return _coordinator
+
+
+def _create_coordinator(node_id: str) -> Any:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return ray.remote(num_cpus=0)(BuildCoordinator).options(
         name=COORDINATOR_NAME, namespace=NAMESPACE, get_if_exists=True,
         max_restarts=-1, max_task_retries=-1,  # calls made while it restarts wait for the new process
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote()
-    return _coordinator
+
+
+_keeper: threading.Thread | None = None
+
+
+def _start_keeper(every: float) -> None:
+    """A driver thread that re-creates the coordinator (driver-owned, on the driver's node) when it is gone."""
+    global _keeper
+    if _keeper is not None and _keeper.is_alive():
+        return
+
+    def keep() -> None:
+        import ray
+
+        global _coordinator
+        while ray.is_initialized():
+            time.sleep(every)
+            try:
+                ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)
+            except ValueError:  # dead for good (e.g. its node died): clients wait for this one
+                if ray.is_initialized():
+                    _coordinator = _create_coordinator(ray.get_runtime_context().get_node_id())
+                    print("build coordinator re-created on the driver's node")
+            except Exception:  # Ray shutting down under the thread
+                return
+
+    _keeper = threading.Thread(target=keep, name="romi-coordinator-keeper", daemon=True)
+    _keeper.start()
 
 
 class RayBuildLock:
