@@ -324,7 +324,7 @@ def report(
         # soft_wrap: rows stay whole in job logs and pipes (rich would wrap them at 80 columns there)
         console.print(content.to_markdown(), markup=False, highlight=False, soft_wrap=True)
     for skipped in built.skipped:
-        err_console.print(f"[yellow]warning:[/] skipped {escape(skipped)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] skipped {escape(skipped)}", highlight=False, soft_wrap=True)
     if not built.missing.empty:
         err_console.print(f"[yellow]{len(built.missing)} trial(s) unfinished or failed:[/]")
         for _, row in built.missing.iterrows():

@@ -66,6 +66,24 @@ def _sweep_file(directory: Path, name: str, dataset: str, methods: list[str]) ->
     return path
 
 
+def _tensorboard_steps(trial_dir: Path, tag: str = "ray/tune/score") -> list[int]:
+    """The x-axis values of `tag` in a trial's TensorBoard event files (TFRecord framing, tensorboardX protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    steps = []
+    for path in sorted(trial_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
+
+
 def _wait_schedulable(node_id: str) -> None:
     """A node registered with the cluster may not be in the scheduler's view yet: run a task there."""
     import ray
@@ -125,6 +143,7 @@ def test_sweep_survives_the_death_of_the_node_holding_the_lock(cluster, umaze_da
         ("FOMI-BCQ", [50, 100]), ("ROMI-BCQ", [50, 100])]
     for trial_dir in (tmp_path / "runs" / "lockloss").glob("maze2d-*"):
         assert _evaluation_steps(trial_dir) == [50, 100]
+        assert _tensorboard_steps(trial_dir) == [50, 100], "TensorBoard's x-axis is gradient steps"
 
 
 @pytest.mark.ray
