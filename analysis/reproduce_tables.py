@@ -35,9 +35,11 @@ results.head()
 
 # %% [markdown]
 # ## Trials
-# One row per trial: its status (finished / running / error / pending), the final normalised score
-# (D4RL references; `final_score_local` uses the dataset's own references) and the trajectory
-# discrepancy of its last evaluation (paper eq. 5: how far the policy strays from the data).
+# One row per trial: its status (finished / running / error / pending), its method label (`BCQ (rw)`
+# when a run differs from the paper's settings), the headline score and which refs normalise it
+# (`normalised_with`: the home-made dataset's own refs for `local/...` data, D4RL's for official data;
+# `final_score` always uses D4RL's, `final_score_local` the dataset's) and the trajectory discrepancy of
+# its last evaluation (paper eq. 5: how far the policy strays from the data).
 
 # %%
 trials = summarize_trials(results)
@@ -45,8 +47,9 @@ trials
 
 # %% [markdown]
 # ## The paper's tables, ours beside theirs
-# Mean ± std over seeds of each trial's final score; the best of ours in bold; the paper's columns
-# to the right (Table 3 adds the Delta of ROMI-BCQ over BCQ).
+# Mean ± std over seeds of each trial's final headline score; the best of ours in bold; for local data
+# the same returns normalised with D4RL's refs beside them (`[D4RL refs]`); the paper's columns to the
+# right (Table 3 adds the Delta of ROMI-BCQ over BCQ). Each table's caption says which refs it shows.
 
 # %%
 for table in relevant_tables(results):

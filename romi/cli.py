@@ -94,7 +94,11 @@ def data_list() -> None:
 @friendly_errors
 def data_make(
     task: Annotated[str, typer.Argument(help="Task name, e.g. maze2d-umaze-sparse (see `romi data list`).")],
-    steps: Annotated[int | None, typer.Option(help="Environment steps (default: the recipe's, 1M).", min=1)] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Environment steps (default: D4RL's sizes: maze2d umaze/medium/large 1M/2M/4M; "
+                          "locomotion 1M).", min=1),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0)] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
     ref_episodes: Annotated[int, typer.Option(help="Episodes for the reference scores.", min=1)] = 50,
@@ -141,7 +145,7 @@ def data_make(
 @friendly_errors
 def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.")]) -> None:
     """A task's settings and what its datasets hold."""
-    from romi.data.minari_io import dataset_present, dataset_size_bytes, read_metadata
+    from romi.data.minari_io import check_recipe_current, dataset_present, dataset_size_bytes, read_metadata
     from romi.data.tasks import get_task
 
     spec = get_task(task)
@@ -151,7 +155,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
     p = spec.paper
     console.print(
         f"  paper profile: h={p.horizon}, model share {p.model_share}, rollout policy {p.rollout_policy}, "
-        f"return-weighted {p.return_weighted}"
+        f"return-weighted real data (ROMI/FOMI runs only) {p.return_weighted}"
     )
     for label, dataset_id in (("official", spec.official_id), ("local", spec.local_id)):
         if dataset_id is None:
@@ -163,11 +167,22 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         meta = read_metadata(dataset_id)
         console.print(
             f"  {label}: [green]{dataset_id}[/] episodes {meta.get('total_episodes'):,} steps "
-            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))} refs "
-            f"{meta.get('ref_min_score')} / {meta.get('ref_max_score')}"
+            f"{meta.get('total_steps'):,} size {_size(dataset_size_bytes(dataset_id))}"
         )
+        console.print(
+            f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
+            f"{_ref(meta.get('ref_max_score'))}  |  D4RL's {spec.d4rl_ref_min} / {spec.d4rl_ref_max}"
+        )
+        try:
+            check_recipe_current(dataset_id, meta)
+        except RomiError as err:
+            console.print(f"    [yellow]outdated:[/] {escape(err.problem)}; fix: {escape(err.hint or '')}")
         if meta.get("description"):
-            console.print(f"    [dim]{meta['description']}[/]")
+            console.print(f"    [dim]{escape(meta['description'])}[/]")
+
+
+def _ref(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "—"
 
 
 @data_app.command("prepare")
@@ -199,7 +214,10 @@ def train(
     task: Annotated[str, typer.Option(help="Task name (see `romi data list`).")],
     method: Annotated[str, typer.Option(help="BCQ, CQL, ROMI-BCQ, ROMI-CQL, FOMI-BCQ or ROMI-RBC-BCQ.")],
     seed: Annotated[int, typer.Option(min=0)] = 0,
-    profile: Annotated[str, typer.Option(help="paper (the spec's numbers) or quick (minutes on a laptop).")] = "paper",
+    profile: Annotated[
+        str,
+        typer.Option(help="paper (the spec's numbers), reduced (paper, 100k steps) or quick (minutes on a laptop)."),
+    ] = "paper",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field: --set bcq.batch_size=256 (repeatable).")
     ] = None,
@@ -243,7 +261,9 @@ def sweep(
     config: Annotated[
         str | None, typer.Argument(help="A shipped sweep's name (table1, quick; see --list) or a sweep file's path.")
     ] = None,
-    profile: Annotated[str | None, typer.Option(help="quick or paper: replaces the file's profile.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="paper, reduced (100k steps) or quick: replaces the file's profile.")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address ('auto' inside a cluster); default: local Ray.")
     ] = None,
@@ -331,6 +351,25 @@ def report(
             err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {row['status']} "
                               f"({row['evaluations']} evaluations)")
     console.print(f"\nwrote {len(built.files)} files to {out}")
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    sweep: Annotated[str, typer.Argument(help="A sweep directory (or URI), e.g. runs/sweeps/reduced-table3-umaze.")],
+    out: Annotated[Path, typer.Option(help="Where each finished trial becomes a small run directory.")],
+    commit: Annotated[str | None, typer.Option(help="The code commit the sweep ran at (recorded).")] = None,
+) -> None:
+    """Copy a sweep's finished trials (config, every evaluation, summary; no checkpoints) to commit them."""
+    from romi.analysis.export import export_finished
+
+    done = export_finished(sweep, out, code_commit=commit)
+    for path in done.written:
+        console.print(f"[green]exported[/] {path}")
+    console.print(f"{len(done.written)} exported, {len(done.already)} already there, "
+                  f"{len(done.unfinished)} not finished")
+    for line in done.unfinished:
+        console.print(f"  [dim]{escape(line)}[/]")
 
 
 def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from romi.data.tasks import get_task
 from romi.errors import ConfigError
 
 Direction = Literal["reverse", "forward"]
 Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
-Profile = Literal["paper", "quick"]
+Profile = Literal["paper", "reduced", "quick"]
 METHODS: tuple[str, ...] = ("BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ")
 
 
@@ -159,7 +159,9 @@ class RunConfig(_Frozen):
     gradient_steps: int | None = Field(None, ge=1)
     """None: 1e6 for BCQ, 1.5e6 for CQL (spec §4)."""
     model_share: float | None = Field(None, ge=0, le=1)
-    return_weighted: bool | None = None
+    return_weighted: StrictBool | None = None
+    """Sample real data in proportion to trajectory returns. None: the paper's choice, which the
+    official code makes only inside ROMI/FOMI runs (task profile); plain BCQ/CQL sample uniformly."""
     device: str = "cpu"
     dynamics: DynamicsConfig = DynamicsConfig()
     rollout_policy: RolloutPolicyConfig = RolloutPolicyConfig()
@@ -194,7 +196,8 @@ class RunConfig(_Frozen):
                 else self.model_share if self.model_share is not None else task.paper.model_share
             ),
             "return_weighted": (
-                self.return_weighted if self.return_weighted is not None else task.paper.return_weighted
+                self.return_weighted if self.return_weighted is not None
+                else paper_return_weighted(self.task, self.method)
             ),
             "rollout_policy": self.rollout_policy.model_copy(update={"kind": kind}),
             "imagination": self.imagination.model_copy(
@@ -203,8 +206,32 @@ class RunConfig(_Frozen):
         }
         return self.model_copy(update=update)
 
+    def deviations(self) -> dict[str, str]:
+        """Settings of this run that differ from the paper's choice for its (task, method), each with
+        a short tag; the report shows the tags in the method's column header (e.g. `BCQ (rw)`), so two
+        different things never share a column."""
+        found: dict[str, str] = {}
+        paper_rw = paper_return_weighted(self.task, self.method)
+        if self.return_weighted is not None and self.return_weighted != paper_rw:
+            found["rw" if self.return_weighted else "uniform"] = (
+                f"return_weighted={str(self.return_weighted).lower()} (paper: {str(paper_rw).lower()})"
+            )
+        return found
+
+    @property
+    def method_label(self) -> str:
+        """The method's name as tables show it: `BCQ`, or `BCQ (rw)` when the run deviates."""
+        tags = self.deviations()
+        return f"{self.method} ({', '.join(tags)})" if tags else self.method
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def paper_return_weighted(task: str, method: str) -> bool:
+    """The paper's real-data sampling: return-weighted only in ROMI/FOMI runs on the tasks whose
+    profile asks for it (antmaze, locomotion); the BCQ/CQL baselines are the standard uniform learners."""
+    return METHOD_TABLE[method].direction is not None and get_task(task).paper.return_weighted
 
 
 @dataclass(frozen=True)
@@ -235,6 +262,13 @@ QUICK_PROFILE: dict[str, Any] = {
     "cql": {"bc_steps": 1_000},
     "eval": {"every": 2_500, "episodes": 10, "last_k": 2},  # spec: 10 episodes per evaluation
 }
+
+
+# The reduced profile: the paper's in everything (architectures, full dynamics training with early
+# stopping, the CVAE's iterations, the 4M-transition model buffer, evaluation every 5k steps with 10
+# episodes) except 100k gradient steps, a tenth of BCQ's budget. Its results are never the paper's.
+REDUCED_PROFILE: dict[str, Any] = {"gradient_steps": 100_000}
+PROFILES: dict[str, dict[str, Any]] = {"paper": {}, "reduced": REDUCED_PROFILE, "quick": QUICK_PROFILE}
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -308,11 +342,10 @@ def build_run_config(
             f"unknown method {method!r}",
             f"choose one of {', '.join(METHODS)}" + (f" (did you mean {close[0]}?)" if close else ""),
         )
-    if profile not in ("paper", "quick"):
-        raise ConfigError(f"unknown profile {profile!r}", "choose paper or quick")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}", f"choose one of {', '.join(PROFILES)}")
     raw: dict[str, Any] = {"task": task, "method": method, "seed": seed, "profile": profile}
-    if profile == "quick":
-        raw = _deep_merge(raw, QUICK_PROFILE)
+    raw = _deep_merge(raw, PROFILES[profile])
     raw = _deep_merge(raw, overrides or {})
     try:
         config = RunConfig.model_validate(raw)

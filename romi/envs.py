@@ -10,10 +10,12 @@ evaluation, so training and evaluation rewards cannot drift apart.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from functools import cache
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
 from romi.data.tasks import TaskSpec
 
@@ -89,17 +91,37 @@ def flatten_maze_observation(task: TaskSpec, obs: dict[str, np.ndarray]) -> np.n
     return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1).astype(np.float32)
 
 
+# D4RL's maze2d reset (d4rl/pointmaze/maze_model.py, `reset_model`): a cell drawn uniformly from the
+# empty *and* goal cells, the ball placed at its centre + U(-0.1, 0.1) per axis, velocity N(0, 0.1^2).
+# gymnasium-robotics' own reset never starts within 0.5 of the goal and adds +-0.25 noise, which made
+# our reference returns incomparable with D4RL's; `FixedGoalMaze` therefore re-places the ball itself.
+D4RL_RESET_POSITION_NOISE = 0.1
+D4RL_RESET_VELOCITY_NOISE = 0.1
+MAZE_EVAL_ENV_VERSION = 2
+"""Version of the maze evaluation protocol. 1: gymnasium's resets; 2: D4RL's maze2d resets (above).
+Local maze datasets record the version their reference scores were measured with."""
+
+
+def free_cells(task: TaskSpec) -> list[tuple[int, int]]:
+    """Every non-wall cell of the task's maze, goal cell included (D4RL's `empty_and_goal_locations`)."""
+    grid = maze_map(task.env_id)
+    return [(r, c) for r, row in enumerate(grid) for c, value in enumerate(row) if value == 0]
+
+
 class FixedGoalMaze(gym.Wrapper):
     """A maze evaluated as in D4RL: one fixed goal, flat observations, the task's reward.
 
-    maze2d never terminates (the agent must reach the goal and stay: return counts steps near it);
-    antmaze ends when the goal is reached (return 0 or 1, normalised with refs 0 / 1).
+    maze2d never terminates (the agent must reach the goal and stay: return counts steps near it),
+    resets as D4RL's maze2d env does (see `D4RL_RESET_POSITION_NOISE`), and is rewarded on the state
+    after each step; antmaze starts at its reset cell and ends when the goal is reached (return 0 or 1,
+    normalised with refs 0 / 1).
     """
 
     def __init__(self, env: gym.Env, task: TaskSpec) -> None:
         super().__init__(env)
         self.task = task
         self.goal = goal_xy(task)
+        self.reset_cells = free_cells(task)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -107,7 +129,20 @@ class FixedGoalMaze(gym.Wrapper):
         if self.task.reset_cell is not None:
             options.setdefault("reset_cell", np.array(self.task.reset_cell))
         obs, info = self.env.reset(seed=seed, options=options)
+        if self.task.domain == "maze2d":
+            obs = self._d4rl_reset()
         return flatten_maze_observation(self.task, obs), info
+
+    def _d4rl_reset(self) -> dict[str, np.ndarray]:
+        """Re-place the ball as D4RL does, drawing from the env's generator (seeded by `reset(seed=...)`)."""
+        maze = self.env.unwrapped
+        rng = maze.np_random
+        cell = self.reset_cells[int(rng.integers(len(self.reset_cells)))]
+        noise = D4RL_RESET_POSITION_NOISE * MAZE_SCALING["maze2d"]
+        qpos = cell_to_xy(self.task, cell) + rng.uniform(-noise, noise, size=2)
+        qvel = rng.normal(0.0, D4RL_RESET_VELOCITY_NOISE, size=2)
+        maze.point_env.set_state(qpos, qvel)
+        return maze._get_obs(maze.point_env._get_obs()[0])
 
     def step(self, action):
         obs, _, terminated, truncated, info = self.env.step(action)
@@ -117,16 +152,46 @@ class FixedGoalMaze(gym.Wrapper):
         return flatten_maze_observation(self.task, obs), reward, terminated, truncated, info
 
 
+def fixed_goal_maze(task: str) -> gym.Env:
+    """Entry point of the maze evaluation envs (see `eval_env_spec`): `FixedGoalMaze` around the raw
+    simulator, with no time limit of its own (the spec's `max_episode_steps` sets the horizon)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    from romi.data.tasks import get_task
+
+    spec = get_task(task)
+    register_robotics_envs()
+    kwargs: dict = {"continuing_task": True, "reset_target": False}
+    if spec.domain == "antmaze":
+        grid = [list(row) for row in copy.deepcopy(maze_map(spec.env_id))]
+        grid[spec.goal_cell[0]][spec.goal_cell[1]] = "g"  # type: ignore[index]
+        grid[spec.reset_cell[0]][spec.reset_cell[1]] = "r"  # type: ignore[index]
+        kwargs["maze_map"] = grid
+    simulator = gym.spec(spec.env_id)
+    env = load_env_creator(simulator.entry_point)(**{**simulator.kwargs, **kwargs})
+    return FixedGoalMaze(env, spec)
+
+
+def eval_env_spec(task: TaskSpec) -> EnvSpec:
+    """The gymnasium spec of a task's evaluation env: what `gym.make` needs to rebuild it anywhere.
+
+    Maze specs point at `fixed_goal_maze` (fixed goal, D4RL's resets and rewards) and are stored in
+    the local datasets' Minari metadata, so `dataset.recover_environment(eval_env=True)` returns the
+    very env their reference scores were measured on.
+    """
+    if not task.is_maze:
+        return dataclasses.replace(gym.spec(task.env_id), max_episode_steps=task.horizon)
+    return EnvSpec(
+        id=f"romi/{task.name}-eval-v{MAZE_EVAL_ENV_VERSION}",
+        entry_point="romi.envs:fixed_goal_maze",
+        kwargs={"task": task.name},
+        max_episode_steps=task.horizon,
+        disable_env_checker=True,
+    )
+
+
 def make_eval_env(task: TaskSpec) -> gym.Env:
     """The environment a task's policies are evaluated in (episode length = the task's horizon)."""
     if task.is_maze:
-        register_robotics_envs()
-        kwargs: dict = {"continuing_task": True, "reset_target": False}
-        if task.domain == "antmaze":
-            grid = [list(row) for row in copy.deepcopy(maze_map(task.env_id))]
-            grid[task.goal_cell[0]][task.goal_cell[1]] = "g"  # type: ignore[index]
-            grid[task.reset_cell[0]][task.reset_cell[1]] = "r"  # type: ignore[index]
-            kwargs["maze_map"] = grid
-        env = gym.make(task.env_id, max_episode_steps=task.horizon, **kwargs)
-        return FixedGoalMaze(env, task)
+        return gym.make(eval_env_spec(task))
     return gym.make(task.env_id, max_episode_steps=task.horizon)

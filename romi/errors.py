@@ -33,6 +33,10 @@ class DatasetCorruptError(RomiError):
     """A dataset that exists but cannot be read, or holds impossible values."""
 
 
+class DatasetOutdatedError(RomiError):
+    """A home-made dataset written by an older recipe whose numbers no longer mean the same."""
+
+
 class DatasetExistsError(RomiError):
     """Refusing to overwrite an existing dataset."""
 

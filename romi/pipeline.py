@@ -45,9 +45,10 @@ class EvalRecord:
 
     step: int
     score: float
-    """D4RL-normalised mean return (0 random, 100 expert)."""
+    """Mean return normalised with D4RL's reference scores (0 random, 100 expert)."""
     score_local: float
-    """Normalised with the dataset's own reference scores (home-made datasets; = score otherwise)."""
+    """Normalised with the dataset's own reference scores, measured on our evaluation env (the
+    headline for home-made `local/...` datasets; for official ones the refs their metadata carries)."""
     return_mean: float
     return_std: float
     discrepancy: float
@@ -56,8 +57,12 @@ class EvalRecord:
     wall_time: float
     train: dict[str, float] = field(default_factory=dict)
     """Training metrics averaged since the previous evaluation."""
+    dataset_id: str = ""
+    """The dataset trained on: `local/...` ones are scored with `score_local` in the tables."""
+    method_label: str = ""
+    """The method as tables name it, with a tag for each setting off the paper's (`BCQ (rw)`)."""
 
-    def flat(self) -> dict[str, float]:
+    def flat(self) -> dict[str, float | str]:
         record = asdict(self)
         train = record.pop("train")
         return {**record, **{f"train/{k}": v for k, v in train.items()}}
@@ -95,6 +100,8 @@ class Run:
         self.data = load_transitions(self.dataset_id)
         self.dataset_fingerprint = _fingerprint(self.dataset_id)
         self.log(f"data: {self.dataset_id} ({len(self.data):,} transitions, {self.data.num_episodes:,} episodes)")
+        for setting in config.deviations().values():
+            self.log(f"differs from the paper: {setting}")
         self.stage_seconds["data"] = time.perf_counter() - started
 
         self.env = make_eval_env(task)
@@ -166,8 +173,11 @@ class Run:
         self.log(f"rollout policy ({kind}, {direction}): {'trained' if policy.built else 'loaded'}")
         self.stage_seconds["rollout_policy"] = time.perf_counter() - started
 
-        # Reverse rollouts start from dataset states as s', forward ones as s (spec §3).
-        pool = self.data.next_observations if direction == "reverse" else self.data.observations
+        # Start states are the dataset's `observations` in both directions, as in the official code
+        # (`model_utils.py`): reverse rollouts take them as s' and imagine backwards, so every imagined
+        # trajectory ends in a dataset state; forward ones take them as s. The `observations` field
+        # never holds a terminal state (hopper/walker falls, antmaze goals are only `next_observations`).
+        pool = self.data.observations
         started = time.perf_counter()
         imagination = config.imagination
         plan = shard_plan(imagination.buffer_size, imagination.shard_size, base_seed=config.seed)
@@ -243,6 +253,8 @@ class Run:
             steps_per_second=steps_per_second,
             wall_time=self._wall_offset + time.perf_counter() - self._started_at,
             train=train or {},
+            dataset_id=self.dataset_id,
+            method_label=config.method_label,
         )
         self.history.append(record.flat())
         return record
@@ -259,6 +271,8 @@ class Run:
             "task": self.config.task,
             "method": self.config.method,
             "seed": self.config.seed,
+            "method_label": self.config.method_label,
+            "deviations": self.config.deviations(),
             "dataset_id": self.dataset_id,
             "steps": self.step,
             "final_score": scores[-1] if scores else float("nan"),

@@ -87,6 +87,26 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions() -> None:
     assert actions.abs().max() <= 2.0
 
 
+def test_tanh_gaussian_log_prob_follows_rlkit_where_actions_saturate() -> None:
+    """rlkit's log(1 - a^2 + 1e-6) caps the Jacobian term; the exact formula would grow without bound.
+    Dataset actions are scored with the mean clamped to [-9, 9] and a clamped atanh (finite at +-1)."""
+    actor = TanhGaussianActor(OBS, 1, 1.0, (8,), -5.0, 2.0)
+    mean, log_std = torch.tensor([[10.0]]), torch.tensor([[0.0]])
+    generator = torch.Generator().manual_seed(0)
+    u = mean + torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+    _, logp = actor.sample(mean, log_std, generator)
+    gaussian = torch.distributions.Normal(mean, 1.0).log_prob(u).sum()
+    expected = gaussian - torch.log(1 - torch.tanh(u) ** 2 + 1e-6).sum()  # float32, as rlkit computes it
+    assert logp.item() == pytest.approx(expected.item(), rel=1e-5)
+    exact = gaussian - (2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))).sum()
+    assert logp.item() < exact.item() - 1.0, "the epsilon must cap log pi of a saturated action"
+    # A dataset action at the bound: finite, and scored as if the mean were 9, not 20.
+    at_bound = actor.log_prob(torch.tensor([[20.0]]), log_std, torch.tensor([[1.0]]))
+    assert torch.isfinite(at_bound)
+    clamped = actor.log_prob(torch.tensor([[9.0]]), log_std, torch.tensor([[1.0]]))
+    assert at_bound.item() == pytest.approx(clamped.item())
+
+
 # --- BCQ -----------------------------------------------------------------------------------------
 def test_bcq_target_values_by_hand() -> None:
     # q_next[critic, state, sample]
@@ -162,8 +182,9 @@ def test_cql_penalty_matches_a_plain_computation() -> None:
 
 def test_cql_critic_loss_matches_a_reference_computation() -> None:
     """The whole critic loss of one update, recomputed the plain way (per critic, per state, loops for
-    the logsumexp) from the pre-update networks and the same random draws, replayed in the order the
-    update documents: pi(.|s), pi(.|s') target action, uniform, 10 x pi(.|s), 10 x pi(.|s')."""
+    the logsumexp) with the same random draws, replayed in the order the update documents: pi(.|s) of
+    the pre-update policy, then from the *updated* policy (as ROMI's CQL code does) the pi(.|s') target
+    action, uniform, 10 x pi(.|s), 10 x pi(.|s'); critics as they were before their step."""
     max_action, n = 2.0, 4
     config = SMALL_CQL.model_copy(update={"num_sampled_actions": n, "bc_steps": 0})
     agent = CQL(OBS, ACT, max_action, config, seed=2)
@@ -173,19 +194,26 @@ def test_cql_critic_loss_matches_a_reference_computation() -> None:
 
     obs, actions, rewards, next_obs, dones = batch
     g = before.generator
+    updated = agent.policy
+    assert not torch.equal(updated.net[0].weight, before.policy.net[0].weight), "the policy step happened first"
+
+    def rlkit_log_prob(u: torch.Tensor, m: torch.Tensor, ls: torch.Tensor) -> torch.Tensor:
+        gaussian = torch.distributions.Normal(m, ls.exp()).log_prob(u)
+        return (gaussian - torch.log(1 - torch.tanh(u) ** 2 + 1e-6)).sum(-1) - ACT * math.log(max_action)
+
     with torch.no_grad():
-        mean, log_std = before.policy(obs)
+        mean, _ = before.policy(obs)
         torch.randn(mean.shape, generator=g)  # the reparameterised action of the policy loss
-        next_mean, next_log_std = before.policy(next_obs)
+        next_mean, next_log_std = updated(next_obs)
+        current_mean, current_log_std = updated(obs)
         u = next_mean + next_log_std.exp() * torch.randn(next_mean.shape, generator=g)
         next_actions = max_action * torch.tanh(u)
         uniform = (torch.rand(5, n, ACT, generator=g) * 2 - 1) * max_action
         policy_draws = []
-        for m, ls in ((mean, log_std), (next_mean, next_log_std)):
+        for m, ls in ((current_mean, current_log_std), (next_mean, next_log_std)):
             u = m[:, None] + ls.exp()[:, None] * torch.randn(5, n, ACT, generator=g)
             a = max_action * torch.tanh(u)
-            policy_draws.append((a, before.policy.log_prob(m[:, None].expand(-1, n, -1),
-                                                           ls[:, None].expand(-1, n, -1), a)))
+            policy_draws.append((a, rlkit_log_prob(u, m[:, None], ls[:, None])))
         target_critic = before.critic_target
         q_target = torch.minimum(*target_critic(next_obs, next_actions))
         y = rewards + 0.99 * (1 - dones) * q_target

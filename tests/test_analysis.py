@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,12 @@ from romi.cli import app
 FINAL = {("ROMI-BCQ", 0): 120.0, ("ROMI-BCQ", 1): 140.0, ("FOMI-BCQ", 0): 10.0, ("FOMI-BCQ", 1): 20.0,
          ("BCQ", 0): 40.0, ("BCQ", 1): 50.0}
 TASK = "maze2d-umaze-sparse"
+LOCAL_ID = "local/pointmaze/umaze-v0"
 
 
-def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, error: bool = False) -> None:
-    trial = root / f"{TASK}_{method}_seed{seed}"
+def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, error: bool = False,
+           label: str | None = None) -> None:
+    trial = root / f"{TASK}_{label or method}_seed{seed}".replace(" ", "")
     trial.mkdir(parents=True)
     (trial / "params.json").write_text(json.dumps({
         "task": TASK, "method": method, "seed": seed, "profile": "quick", "sweep": "synthetic",
@@ -34,6 +35,7 @@ def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, e
             "score_local": final * step / 300 - 5, "return_mean": step / 10, "return_std": 1.0,
             "discrepancy": 0.1 if method != "FOMI-BCQ" else 0.5, "steps_per_second": 30.0, "wall_time": step / 10,
             "train/critic_loss": 1.0 / step, "done_fraction": step / 300,
+            "dataset_id": LOCAL_ID, "method_label": label or method,
         }))
     (trial / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
     if error:
@@ -52,13 +54,17 @@ def sweep(tmp_path: Path) -> Path:
 
 def test_results_schema_and_values(sweep: Path) -> None:
     frame = load_results(str(sweep))
-    assert list(frame.columns[:14]) == ["sweep", "trial", "task", "method", "seed", "profile", "status", "step",
+    assert list(frame.columns[:18]) == ["sweep", "trial", "task", "method", "seed", "profile", "status",
+                                        "method_label", "dataset_id", "score_headline", "normalised_with", "step",
                                         "score", "score_local", "return_mean", "return_std", "discrepancy",
                                         "steps_per_second"]
     assert "train/critic_loss" in frame and "config/bcq.batch_size" in frame
     assert len(frame) == 6 * 3 + 1 + 1
     final = frame[(frame["method"] == "ROMI-BCQ") & (frame["seed"] == 1) & (frame["step"] == 300)]
     assert final["score"].item() == pytest.approx(140.0)
+    # Local data: the headline is the score on the dataset's own refs, and says so.
+    assert final["score_headline"].item() == pytest.approx(135.0)
+    assert set(frame.dropna(subset=["score"])["normalised_with"]) == {"local refs"}
     status = frame.groupby(["method", "seed"])["status"].first()
     assert status[("BCQ", 2)] == "error" and status[("ROMI-BCQ", 2)] == "pending"
     assert status[("ROMI-BCQ", 0)] == "finished"
@@ -68,20 +74,54 @@ def test_summary_and_last_k(sweep: Path) -> None:
     summary = summarize_trials(load_results(str(sweep)), last_k=2)
     row = summary[(summary["method"] == "BCQ") & (summary["seed"] == 0)].iloc[0]
     assert row["final_score"] == pytest.approx(40.0) and row["last_k_score"] == pytest.approx((40.0 + 80 / 3) / 2)
+    assert row["headline_score"] == pytest.approx((35.0 + 80 / 3 - 5) / 2) == row["last_k_score_local"]
+
+
+def test_official_data_headlines_the_d4rl_score(sweep: Path) -> None:
+    frame = load_results(str(sweep))
+    frame["dataset_id"] = "D4RL/pointmaze/umaze-v2"
+    table = paper_table(frame.drop(columns=["score_headline", "normalised_with"]).pipe(_with_headline), 3)
+    shown = table.display("markdown")
+    assert shown.loc[TASK, "normalised with"] == "D4RL refs" and shown.loc[TASK, "ROMI-BCQ"] == "**130.0 ± 10.0**"
+    assert not any("[D4RL refs]" in column for column in shown.columns)
+    assert "'local refs'" not in table.caption
+
+
+def _with_headline(frame):
+    from romi.analysis.results import headline
+
+    frame["score_headline"], frame["normalised_with"] = headline(frame["score"], frame["score_local"],
+                                                                 frame["dataset_id"])
+    return frame
 
 
 def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
     table = paper_table(load_results(str(sweep)), 3)
     assert list(table.numbers.index) == [TASK]
     shown = table.display("markdown")
-    assert list(shown.columns) == ["ROMI-BCQ", "FOMI-BCQ", "BCQ", "Delta", "paper ROMI-BCQ", "paper FOMI-BCQ",
-                                   "paper BCQ", "paper Delta"]
-    # BCQ seed 2 failed at 15.0 (45 * 100/300): it is counted with its last evaluation.
-    assert shown.loc[TASK, "ROMI-BCQ"] == "**130.0 ± 10.0**"
-    assert shown.loc[TASK, "FOMI-BCQ"] == "15.0 ± 5.0"
+    assert list(shown.columns) == ["normalised with", "ROMI-BCQ", "FOMI-BCQ", "BCQ", "ROMI-BCQ [D4RL refs]",
+                                   "FOMI-BCQ [D4RL refs]", "BCQ [D4RL refs]", "Delta", "paper ROMI-BCQ",
+                                   "paper FOMI-BCQ", "paper BCQ", "paper Delta"]
+    # Headline: local refs (score_local = score - 5 here); the D4RL-ref numbers stand beside them.
+    assert shown.loc[TASK, "normalised with"] == "local refs"
+    assert shown.loc[TASK, "ROMI-BCQ"] == "**125.0 ± 10.0**"
+    assert shown.loc[TASK, "ROMI-BCQ [D4RL refs]"] == "130.0 ± 10.0"
+    assert shown.loc[TASK, "FOMI-BCQ"] == "10.0 ± 5.0"
+    # BCQ seed 2 failed at 10.0 (45 * 100/300 - 5): it is counted with its last evaluation.
+    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7"
+    assert shown.loc[TASK, "Delta"] == "95.0"
     assert shown.loc[TASK, "paper ROMI-BCQ"] == "139.5 ± 3.6" and shown.loc[TASK, "paper Delta"] == "98.4"
     assert set(table.missing["status"]) == {"error", "pending"}
-    assert r"\textbf{130.0" in table.to_latex() and "<b>130.0" in table.to_html()
+    assert r"\textbf{125.0" in table.to_latex() and "<b>125.0" in table.to_html()
+    assert table.to_markdown().startswith("Table 3. Ours:") and "'local refs'" in table.caption
+
+
+def test_a_run_off_the_papers_settings_gets_its_own_column(sweep: Path) -> None:
+    _trial(sweep, "BCQ", 0, [100, 200, 300], 90.0, label="BCQ (rw)")
+    shown = paper_table(load_results(str(sweep)), 3).display("plain")
+    assert shown.loc[TASK, "BCQ (rw)"] == "85.0 ± 0.0"  # one seed
+    assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7", "the uniform baseline's column is untouched"
+    assert shown.loc[TASK, "Delta"] == "95.0", "Delta compares with the paper's BCQ, not the variant"
 
 
 def test_paper_numbers_cover_tables_1_to_4() -> None:
@@ -107,6 +147,27 @@ def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_p
     assert (tmp_path / "out" / "table3.md").exists() and (tmp_path / "out" / "learning_curves.png").exists()
 
 
+def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kept"
+    result = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out), "--commit", "abc123"])
+    assert result.exit_code == 0, result.output
+    assert "6 exported, 0 already there, 2 not finished" in result.output
+    kept = load_results(str(out))
+    original = load_results(str(sweep))
+    finished = original[original["status"] == "finished"]
+    assert set(kept["status"]) == {"finished"} and len(kept) == len(finished) == 18
+    merged = kept.merge(finished, on=["task", "method", "seed", "step"], suffixes=("", "_sweep"))
+    assert np.allclose(merged["score_headline"], merged["score_headline_sweep"])
+    summary = json.loads((out / f"{TASK}_BCQ_seed0" / "summary.json").read_text())
+    assert summary["code_commit"] == "abc123" and summary["final_score"] == pytest.approx(40.0)
+    config = json.loads((out / f"{TASK}_BCQ_seed0" / "config.json").read_text())
+    assert config["bcq"]["batch_size"] == 100 and config["profile"] == "quick"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)])
+    assert "0 exported, 6 already there" in again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "an export is never rewritten"
+
+
 def test_report_on_nothing_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "no trials found" in result.output
@@ -125,4 +186,5 @@ def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: p
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert (tmp_path / "nb" / "learning_curves.png").exists()
-    assert np.isfinite(len(os.listdir(tmp_path / "nb")))
+    shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
+    assert any("Table 3. Ours:" in text and "local refs" in text for text in shown), "the table says its refs"

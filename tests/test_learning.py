@@ -26,30 +26,39 @@ pytestmark = pytest.mark.slow
 
 
 def test_romi_bcq_improves_on_maze2d_umaze_dense(isolated_minari_store: Path, tmp_path: Path) -> None:
-    """A short ROMI-BCQ run on a 100k-step maze2d-umaze dataset beats the untrained policy clearly."""
+    """A short ROMI-BCQ run on a 100k-step maze2d-umaze dataset beats the untrained policy clearly.
+
+    Plain BCQ runs on the same data for the same steps and its curve is printed beside ROMI-BCQ's, so
+    the gap between them is visible in the CI log; the bar is on ROMI-BCQ against the untrained policy
+    (at 6k steps the gap between the two methods is not reliable enough to assert).
+    """
     make_dataset("maze2d-umaze-dense", steps=100_000, seed=3, ref_episodes=5, overwrite=True)
-    config = build_run_config("maze2d-umaze-dense", "ROMI-BCQ", seed=0, profile="quick", overrides={
-        "gradient_steps": 6_000, "eval": {"every": 1_000, "episodes": 10, "last_k": 3},
-        "dynamics": {"max_epochs": 10, "batches_per_epoch": 100}, "imagination": {"buffer_size": 50_000},
+    common = {"gradient_steps": 6_000, "eval": {"every": 1_000, "episodes": 10, "last_k": 3}}
+    romi = build_run_config("maze2d-umaze-dense", "ROMI-BCQ", seed=0, profile="quick", overrides={
+        **common, "dynamics": {"max_epochs": 10, "batches_per_epoch": 100}, "imagination": {"buffer_size": 50_000},
     })
+    bcq = build_run_config("maze2d-umaze-dense", "BCQ", seed=0, profile="quick", overrides=common)
     # One thread, as a Tune trial has: float sums then match the measured runs on any machine of this kind.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        scores, start = _train_and_score(config, tmp_path)
+        scores, start = _train_and_score(romi, tmp_path)
+        bcq_scores, _ = _train_and_score(bcq, tmp_path)
     finally:
         torch.set_num_threads(threads)
 
-    assert len(scores) == 6 and all(np.isfinite(scores))
+    assert len(scores) == 6 and all(np.isfinite(scores)) and len(bcq_scores) == 6
     last = float(np.mean(scores[-3:]))
+    print(f"last 3 mean (D4RL refs): ROMI-BCQ {last:.1f}, BCQ {np.mean(bcq_scores[-3:]):.1f}")
     assert last > start + 15, f"no improvement over the untrained policy ({start:.1f}): {scores}"
 
 
 def _train_and_score(config: RunConfig, tmp_path: Path) -> tuple[list[float], float]:
+    """Scores normalised with D4RL's refs: fixed constants, so the bar does not move with the local refs."""
     run = Run(config, ArtifactStore(tmp_path / "artifacts"))
     run.setup()
     run.start_clock()
     start = run.evaluate().score  # the untrained agent, on the same evaluation protocol
     scores = [record.score for record in run.train()]
-    print(f"untrained {start:.1f}; scores {[round(s, 1) for s in scores]}")
+    print(f"{config.method}: untrained {start:.1f}; scores at 1k..6k steps {[round(s, 1) for s in scores]}")
     return scores, start

@@ -175,6 +175,20 @@ def test_rbc_loss_by_hand_and_clips_boundary_actions() -> None:
     assert torch.all(policy(states)[1] == 2.0)
 
 
+def test_rbc_entropy_term_is_the_closed_form_pre_tanh_entropy() -> None:
+    """Loss = NLL - w * H[N(mean, sigma)] (the official GaussianReverseBC's bonus); no sampling noise."""
+    policy = GaussianRBCPolicy(2, 1, max_action=1.0, hidden_dim=8, entropy_weight=0.5)
+    states, actions = torch.randn(6, 2), torch.rand(6, 1) * 1.8 - 0.9
+    loss, metrics = policy.loss(states, actions, torch.Generator().manual_seed(0))
+    again, _ = policy.loss(states, actions, torch.Generator().manual_seed(1))
+    mean, log_std = policy(states)
+    entropy = torch.distributions.Normal(mean, log_std.exp()).entropy().sum(-1).mean()
+    nll = -tanh_gaussian_log_prob(torch.atanh(actions), mean, log_std, 1.0).mean()
+    torch.testing.assert_close(loss, nll - 0.5 * entropy)
+    torch.testing.assert_close(loss, again)
+    assert metrics["entropy"] == pytest.approx(float(entropy))
+
+
 def test_cvae_policy_conditions_on_the_given_states() -> None:
     policy = CVAERolloutPolicy(3, 2, 1.0, SMALL)
     assert policy.cvae.latent_dim == 4  # 2 |A|

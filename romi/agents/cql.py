@@ -1,15 +1,18 @@
 """CQL(H) with importance sampling (Kumar et al., 2020) on SAC, as spec §4 sets it.
 
-Per batch, every loss is computed from the networks as they were at the start of the step (as in the
-reference implementation); one policy forward pass at s and one at s' serve every action drawn:
-  1. temperature alpha moves towards the target entropy -|A|;
-  2. the policy: behaviour cloning (alpha log pi - log pi(a_data | s)) for the first `bc_steps`,
-     then SAC's alpha log pi - min_i Q_i(s, a~pi);
-  3. twin critics: TD error to r + gamma (1 - d) min_i Q'_i(s', a'~pi(s')) (no entropy term in the
-     target), plus weight * (logsumexp over 30 importance-weighted actions - Q(s, a_data)) with
-     10 uniform actions (density (2 max_action)^-|A|), 10 actions of pi(. | s) and 10 of pi(. | s'),
-     all scored at s, each minus its log sampling density;
+One step, in the order ROMI's copy of the CQL code runs it (`CQL/d4rl/rlkit/torch/sac/cql.py`, which
+moves the policy step before the critic step):
+  1. pi(. | s) with the networks as they were at the start of the step: one reparameterised action
+     and its log-probability; the temperature alpha moves towards the target entropy -|A|;
+  2. the policy step: behaviour cloning (alpha log pi - log pi(a_data | s)) for the first `bc_steps`,
+     then SAC's alpha log pi - min_i Q_i(s, a~pi), Q from the critics before their step;
+  3. the critic step, everything drawn from the *updated* policy: the TD error to
+     r + gamma (1 - d) min_i Q'_i(s', a'~pi(s')) (no entropy term in the target), plus
+     weight * (logsumexp over 30 importance-weighted actions - Q(s, a_data)) with 10 uniform actions
+     (density (2 max_action)^-|A|), 10 of pi(. | s) and 10 of pi(. | s'), all scored at s, each minus
+     its log sampling density;
   4. soft target updates. Acting: max_action * tanh(mean) (deterministic).
+Log-probabilities are rlkit's (`romi.agents.nets.TANH_EPSILON`).
 """
 
 from __future__ import annotations
@@ -97,8 +100,10 @@ class CQL:
                 target_q = target_q - alpha * next_logp
             target = rewards + cfg.gamma * (1.0 - dones) * target_q
 
-            # 3n actions per state for the penalty: uniform, pi(. | s), pi(. | s'); the policy ones reuse
-            # the distributions computed above (pre-update at s, like everything else this step).
+            # 3n actions per state for the penalty: uniform, pi(. | s), pi(. | s'), both from the updated
+            # policy (one forward pass each serves all n draws).
+            updated_mean, updated_log_std = self.policy(obs)
+
             def draws(m: torch.Tensor, ls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 shape = (batch_size, n, self.act_dim)
                 return self.policy.sample(m.detach().unsqueeze(1).expand(shape),
@@ -106,7 +111,7 @@ class CQL:
 
             uniform = (torch.rand(batch_size, n, self.act_dim, device=self.device, generator=gen) * 2 - 1)
             uniform = uniform * self.max_action
-            current, logp_current = draws(mean, log_std)
+            current, logp_current = draws(updated_mean, updated_log_std)
             at_next, logp_next = draws(next_mean, next_log_std)
             sampled = torch.cat([uniform, current, at_next], dim=1)  # (B, 3n, |A|)
             log_density = torch.cat([logp_current.new_full((batch_size, n), self.uniform_log_density),

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from romi.models.ensemble import EnsembleLinear
-from romi.models.rollout_policy import tanh_gaussian_log_prob
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -61,11 +60,37 @@ class EnsembleCritic(nn.Module):
         return x.squeeze(-1)
 
 
+# rlkit's tanh-Gaussian conventions, which the official CQL (and so ROMI-CQL) trains with
+# (`rlkit/torch/distributions.py`, `rlkit/torch/sac/policies.py`): the change-of-variables term is
+# log(1 - tanh(u)^2 + 1e-6), the mean is clamped to [-9, 9] when scoring dataset actions, and atanh
+# clamps 1 +- a at 1e-6. For saturated actions (|u| >~ 7) the epsilon caps log pi where the exact
+# formula grows without bound; that shifts alpha's tuning and CQL's importance weights Q - log pi.
+TANH_EPSILON = 1e-6
+BC_MEAN_BOUND = 9.0
+
+
+def _gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)
+
+
+def rlkit_tanh_log_prob(u: torch.Tensor, squashed: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                        max_action: float) -> torch.Tensor:
+    """log pi(max_action * squashed), squashed = tanh(u), as rlkit computes it, summed over action dims."""
+    log_jacobian = torch.log(1.0 - squashed.pow(2) + TANH_EPSILON)
+    return (_gaussian_log_prob(u, mean, log_std) - log_jacobian).sum(-1) - u.shape[-1] * math.log(max_action)
+
+
+def rlkit_atanh(x: torch.Tensor) -> torch.Tensor:
+    """atanh with 1 +- x clamped at 1e-6, so dataset actions at the bound stay finite."""
+    return 0.5 * torch.log((1.0 + x).clamp(min=TANH_EPSILON) / (1.0 - x).clamp(min=TANH_EPSILON))
+
+
 class TanhGaussianActor(nn.Module):
     """pi(a | s) = max_action * tanh(u), u ~ N(mean(s), exp(log_std(s))^2), log_std clamped.
 
     `forward` returns the distribution's parameters so that one forward pass can serve several
-    draws (CQL takes 1 + 10 actions per state from the same pi(. | s)).
+    draws (CQL takes 1 + 10 actions per state from the same pi(. | s)). Log-probabilities follow
+    rlkit (see `TANH_EPSILON`).
     """
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden: Sequence[int],
@@ -84,13 +109,14 @@ class TanhGaussianActor(nn.Module):
         """A reparameterised action from N(mean, std) squashed, and its log-probability."""
         noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         u = mean + log_std.exp() * noise
-        return self.max_action * torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std, self.max_action)
+        squashed = torch.tanh(u)
+        return self.max_action * squashed, rlkit_tanh_log_prob(u, squashed, mean, log_std, self.max_action)
 
     def log_prob(self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """log pi(actions); actions at the bound are pulled in by 1e-6 so that atanh stays finite."""
-        bound = (1.0 - 1e-6) * self.max_action
-        u = torch.atanh(actions.clamp(-bound, bound) / self.max_action)
-        return tanh_gaussian_log_prob(u, mean, log_std, self.max_action)
+        """log pi(actions) of given (dataset) actions, with rlkit's clamped mean and atanh."""
+        squashed = actions / self.max_action
+        mean = mean.clamp(-BC_MEAN_BOUND, BC_MEAN_BOUND)
+        return rlkit_tanh_log_prob(rlkit_atanh(squashed), squashed, mean, log_std, self.max_action)
 
     def deterministic(self, states: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self(states)[0])

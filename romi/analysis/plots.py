@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from romi.analysis.tables import OUR_METHODS, PaperTable
+from romi.analysis.tables import PaperTable
 
 METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
                   "CQL": "tab:gray", "ROMI-RBC-BCQ": "tab:orange"}
@@ -33,8 +33,9 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
 
 
 def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
-    """One panel per task: normalised score against gradient steps, mean and a ±std band over seeds."""
-    data = results.dropna(subset=["score"])
+    """One panel per task: headline score (see `romi.analysis.results.HEADLINE`) against gradient steps,
+    mean and a ±std band over seeds, one line per method label."""
+    data = results.dropna(subset=["score_headline"])
     tasks = sorted(data["task"].unique())
     if not tasks:
         return []
@@ -42,15 +43,16 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     rows = int(np.ceil(len(tasks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
-        for method, group in data[data["task"] == task].groupby("method"):
-            stats = group.groupby("step")["score"].agg(["mean", "std"]).fillna(0.0)
-            colour = METHOD_COLOURS.get(str(method))
+        of_task = data[data["task"] == task]
+        for method, group in of_task.groupby("method_label"):
+            stats = group.groupby("step")["score_headline"].agg(["mean", "std"]).fillna(0.0)
+            colour = METHOD_COLOURS.get(str(method).split(" (")[0])
             ax.plot(stats.index, stats["mean"], label=f"{method} ({group['seed'].nunique()} seeds)", color=colour)
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2,
                             color=colour)
         ax.set_title(task)
         ax.set_xlabel("gradient steps")
-        ax.set_ylabel("normalised score")
+        ax.set_ylabel(f"normalised score ({' + '.join(sorted(set(of_task['normalised_with'])))})")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
@@ -58,14 +60,14 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def ours_vs_paper(table: PaperTable, out: Path) -> list[Path]:
-    """Grouped bars per task: each of our methods beside the paper's number for it."""
-    methods = OUR_METHODS[table.table]
+    """Grouped bars per task: each of our methods (headline scores) beside the paper's number for it."""
+    methods = list(table.labels)
     tasks = list(table.numbers.index)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * len(methods) / 2), 4))
     width = 0.8 / (2 * len(methods))
     x = np.arange(len(tasks))
     for i, method in enumerate(methods):
-        colour = METHOD_COLOURS.get(method)
+        colour = METHOD_COLOURS.get(method.split(" (")[0])
         ours = table.numbers[("ours", method, "mean")].to_numpy(dtype=float)
         ours_std = table.numbers[("ours", method, "std")].to_numpy(dtype=float)
         key = ("paper", method, "mean")
@@ -75,7 +77,8 @@ def ours_vs_paper(table: PaperTable, out: Path) -> list[Path]:
         ax.bar(x + (2 * i + 1) * width, np.nan_to_num(paper), width, color=colour, alpha=0.35, hatch="//",
                label=f"{method} (paper)")
     ax.set_xticks(x + 0.4 - width / 2, tasks, rotation=20, ha="right")
-    ax.set_ylabel("normalised score")
+    refs = "local refs (ours) / D4RL refs (paper)" if table.any_local else "D4RL refs"
+    ax.set_ylabel(f"normalised score, {refs}")
     ax.set_title(f"Table {table.table}: ours vs the paper")
     ax.legend(fontsize=8, ncols=2)
     return _save(fig, out)
@@ -234,7 +237,8 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
         if model is None:
             ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
             continue
-        pool = data.next_observations if direction == "reverse" else data.observations
+        # As in training: dataset `observations` anchor both directions (s' of reverse, s of forward).
+        pool = data.observations
         start = torch.as_tensor(pool[rng.choice(len(pool), starts, replace=False)])
         with torch.no_grad():
             rollouts = generate_rollouts(model, policy, start, 5, termination_fn("maze2d"), generator)

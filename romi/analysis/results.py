@@ -19,6 +19,18 @@ import pandas as pd
 IDENTITY = ["sweep", "trial", "task", "method", "seed", "profile"]
 METRICS = ["step", "score", "score_local", "return_mean", "return_std", "discrepancy", "steps_per_second",
            "wall_time"]
+LABELS = ["method_label", "dataset_id"]
+"""Per-record strings: the method as tables name it (`BCQ (rw)` off the paper's settings) and the data."""
+HEADLINE = ["score_headline", "normalised_with"]
+"""The score tables and figures show: for home-made `local/...` datasets the one normalised with the
+dataset's own refs (measured on our evaluation env, so 0 = random and 100 = the data's expert there);
+for official datasets the D4RL-normalised one. `normalised_with` says which ('local refs' / 'D4RL refs')."""
+
+
+def headline(score: pd.Series, score_local: pd.Series, dataset_id: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(score_headline, normalised_with) per row: see `HEADLINE`."""
+    local = dataset_id.fillna("").astype(str).str.startswith("local/")
+    return score_local.where(local, score), local.map({True: "local refs", False: "D4RL refs"})
 
 
 @dataclass(frozen=True)
@@ -115,9 +127,10 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
 def load_results(*paths: str) -> pd.DataFrame:
     """One row per evaluation of every trial under `paths` (sweep dirs, storage roots or run dirs).
 
-    Columns: sweep, trial, task, method, seed, profile, status, step, score (D4RL-normalised),
-    score_local, return_mean, return_std, discrepancy, steps_per_second, wall_time, the training
-    losses as `train/...`, and the trial's config overrides as `config/...`.
+    Columns: sweep, trial, task, method, seed, profile, status, method_label, dataset_id,
+    score_headline and normalised_with (see `HEADLINE`), step, score (D4RL-normalised), score_local,
+    return_mean, return_std, discrepancy, steps_per_second, wall_time, the training losses as `train/...`,
+    and the trial's config overrides as `config/...`.
     """
     rows: list[dict[str, Any]] = []
     for path in paths:
@@ -132,34 +145,50 @@ def load_results(*paths: str) -> pd.DataFrame:
             for record in trial.records:
                 row = dict(base)
                 for key, value in record.items():
-                    if key in METRICS or key.startswith("train/"):
+                    if key in METRICS or key in LABELS or key.startswith("train/"):
                         row[key] = value
                 rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=[*IDENTITY, "status", *METRICS])
+        return pd.DataFrame(columns=[*IDENTITY, "status", *LABELS, *HEADLINE, *METRICS])
     for column in METRICS:
         if column not in frame:
             frame[column] = np.nan
+    for column in LABELS:
+        if column not in frame:
+            frame[column] = None
+    # Records written before method labels existed (and trials with no evaluation yet) carry none:
+    # their method ran with the paper's settings unless a `config/` override says otherwise.
+    frame["method_label"] = frame["method_label"].fillna(frame["method"])
+    frame["score_headline"], frame["normalised_with"] = headline(frame["score"], frame["score_local"],
+                                                                 frame["dataset_id"])
     frame["seed"] = frame["seed"].astype(int)
     # A trial without evaluations has no step (NaN): a nullable integer keeps `step` integral anyway.
     frame["step"] = frame["step"].astype("Int64")
-    ordered = [*IDENTITY, "status", *METRICS]
+    ordered = [*IDENTITY, "status", *LABELS, *HEADLINE, *METRICS]
     rest = sorted(c for c in frame.columns if c not in ordered)
     return frame[ordered + rest].sort_values(["sweep", "task", "method", "seed", "step"]).reset_index(drop=True)
 
 
 def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
-    """One row per trial: its status, last step, final score and the mean of its last `last_k` scores."""
+    """One row per trial: its status, last step, final score and the mean of its last `last_k` scores.
+
+    `headline_score` is the mean of the last `last_k` headline scores (see `HEADLINE`); `last_k_score`
+    and `last_k_score_local` are the same with D4RL's and with the dataset's own refs.
+    """
     def one(group: pd.DataFrame) -> pd.Series:
         evaluated = group.dropna(subset=["score"]).sort_values("step")
         return pd.Series({
             "status": group["status"].iloc[0],
+            "method_label": group["method_label"].iloc[-1],
+            "normalised_with": evaluated["normalised_with"].iloc[-1] if len(evaluated) else None,
+            "headline_score": evaluated["score_headline"].tail(last_k).mean() if len(evaluated) else np.nan,
             "steps": evaluated["step"].iloc[-1] if len(evaluated) else np.nan,
             "evaluations": len(evaluated),
             "final_score": evaluated["score"].iloc[-1] if len(evaluated) else np.nan,
             "last_k_score": evaluated["score"].tail(last_k).mean() if len(evaluated) else np.nan,
             "final_score_local": evaluated["score_local"].iloc[-1] if len(evaluated) else np.nan,
+            "last_k_score_local": evaluated["score_local"].tail(last_k).mean() if len(evaluated) else np.nan,
             "discrepancy": evaluated["discrepancy"].iloc[-1] if len(evaluated) else np.nan,
             "wall_time": evaluated["wall_time"].iloc[-1] if len(evaluated) else np.nan,
         })

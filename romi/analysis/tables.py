@@ -1,8 +1,9 @@
 """The paper's Tables 1-4 with our numbers beside the paper's.
 
-Rows are the table's tasks, columns our methods (mean ± std over seeds of each trial's final score,
-or of the mean of its last k evaluations), the best of ours per row in bold, a Delta column where
-the paper has one (Table 3: ROMI-BCQ minus BCQ), then the paper's own columns.
+Rows are the table's tasks, columns our methods (mean ± std over seeds of each trial's final headline
+score, or of the mean of its last k evaluations: local refs for home-made data, D4RL refs for official
+data, each row says which), the best of ours per row in bold, the D4RL-ref scores beside local ones,
+a Delta column where the paper has one (Table 3: ROMI-BCQ minus BCQ), then the paper's own columns.
 """
 
 from __future__ import annotations
@@ -51,22 +52,47 @@ def _cell(mean: float, std: float, bold: bool, style: str) -> str:
 class PaperTable:
     table: int
     numbers: pd.DataFrame
-    """Index task; columns (source, column, stat): source 'ours' or 'paper', stat mean/std/n."""
+    """Index task; columns (source, column, stat). source 'ours' (headline scores, see
+    `romi.analysis.results.HEADLINE`), 'ours_d4rl' (the same returns with D4RL's refs) or 'paper';
+    column a method label (`BCQ`, `BCQ (rw)`) or the paper's column; stat mean/std/n. Column
+    ('ours', 'normalised with', 'refs') holds each row's normalisation."""
     missing: pd.DataFrame
     """Expected trials (task, method, seed) with no evaluation yet, or failed."""
+    labels: tuple[str, ...] = ()
+    """Our columns: each method of the table under the labels its runs carry."""
+
+    @property
+    def any_local(self) -> bool:
+        key = ("ours", "normalised with", "refs")
+        return key in self.numbers and bool((self.numbers[key] == "local refs").any())
+
+    @property
+    def caption(self) -> str:
+        """What the numbers are, in one paragraph (printed above every rendering of the table)."""
+        text = (f"Table {self.table}. Ours: mean ± std over seeds of each trial's score "
+                "(normalised 100 * (R - random) / (expert - random)); 'normalised with' names the refs: ")
+        if self.any_local:
+            text += ("'local refs' = the home-made dataset's own random / expert returns on our D4RL-protocol "
+                     "evaluation env (the headline for local data), with the same returns normalised by D4RL's "
+                     "refs beside them in the '[D4RL refs]' columns; ")
+        text += "'D4RL refs' = D4RL's published reference scores. Paper: the paper's numbers (D4RL refs, D4RL data)."
+        return text
 
     def display(self, style: str = "plain") -> pd.DataFrame:
         """The table as strings: bold best of ours per row in `style` (plain, markdown, latex, html)."""
-        ours = OUR_METHODS[self.table]
         rows = {}
         for task, row in self.numbers.iterrows():
-            means = {m: row[("ours", m, "mean")] for m in ours}
+            means = {m: row[("ours", m, "mean")] for m in self.labels}
             finite = {m: v for m, v in means.items() if not np.isnan(v)}
             best = max(finite.values()) if finite else np.nan
-            out = {}
-            for m in ours:
+            out = {"normalised with": row[("ours", "normalised with", "refs")] or "—"}
+            for m in self.labels:
                 out[m] = _cell(means[m], row[("ours", m, "std")], bool(finite) and means[m] == best and len(finite) > 1,
                                style)
+            if self.any_local:
+                for m in self.labels:
+                    out[f"{m} [D4RL refs]"] = _cell(row[("ours_d4rl", m, "mean")], row[("ours_d4rl", m, "std")],
+                                                    False, style)
             if self.table in DELTA:
                 delta = row[("ours", "Delta", "mean")]
                 out["Delta"] = "—" if np.isnan(delta) else f"{delta:.1f}"
@@ -81,13 +107,22 @@ class PaperTable:
         return frame
 
     def to_markdown(self) -> str:
-        return self.display("markdown").to_markdown()
+        return f"{self.caption}\n\n{self.display('markdown').to_markdown()}"
 
     def to_latex(self) -> str:
-        return self.display("latex").style.to_latex(hrules=True)
+        return f"% {self.caption}\n{self.display('latex').style.to_latex(hrules=True)}"
 
     def to_html(self) -> str:
-        return self.display("html").to_html(escape=False)
+        return f"<p>{self.caption}</p>\n{self.display('html').to_html(escape=False)}"
+
+
+def _labels(summary: pd.DataFrame, methods: list[str]) -> tuple[str, ...]:
+    """Our columns: per method, the labels its trials carry (`BCQ`, `BCQ (rw)`, ...); the plain name if none ran."""
+    labels: list[str] = []
+    for method in methods:
+        ran = sorted(set(summary[summary["method"] == method]["method_label"])) if not summary.empty else []
+        labels += ran or [method]
+    return tuple(labels)
 
 
 def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str = "ran") -> PaperTable:
@@ -95,6 +130,7 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
 
     `last_k` = 1 uses each trial's final score; k > 1 the mean of its last k evaluations. `rows`:
     'ran' keeps the tasks we have results for (all of the table's tasks if none), 'all' every task.
+    Runs whose settings differ from the paper's get their own column (`BCQ (rw)`), never the paper's.
     """
     if table not in OUR_METHODS:
         raise ValueError(f"the paper has Tables 1-4, not {table}")
@@ -106,28 +142,34 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
         ran = set(summary["task"])
         tasks = [t for t in tasks if t in ran] or tasks
 
-    columns, records = [], []
     ours = OUR_METHODS[table]
+    labels = _labels(summary, ours)
+    columns, records = [], []
     for task in tasks:
-        record: dict[tuple[str, str, str], float] = {}
-        for method in ours:
-            scores = (
-                summary[(summary["task"] == task) & (summary["method"] == method)]["last_k_score"].dropna()
-                if not summary.empty else pd.Series(dtype=float)
-            )
-            record[("ours", method, "mean")] = float(scores.mean()) if len(scores) else np.nan
-            record[("ours", method, "std")] = float(scores.std(ddof=0)) if len(scores) else np.nan
-            record[("ours", method, "n")] = float(len(scores))
+        record: dict[tuple[str, str, str], object] = {}
+        of_task = summary[summary["task"] == task] if not summary.empty else summary
+        norms = sorted(set(of_task["normalised_with"].dropna())) if not of_task.empty else []
+        record[("ours", "normalised with", "refs")] = " + ".join(norms) if norms else None
+        for label in labels:
+            trials = of_task[of_task["method_label"] == label] if not of_task.empty else of_task
+            for source, column in (("ours", "headline_score"), ("ours_d4rl", "last_k_score")):
+                scores = trials[column].dropna() if len(trials) else pd.Series(dtype=float)
+                record[(source, label, "mean")] = float(scores.mean()) if len(scores) else np.nan
+                record[(source, label, "std")] = float(scores.std(ddof=0)) if len(scores) else np.nan
+                record[(source, label, "n")] = float(len(scores))
         if table in DELTA:
             a, b = DELTA[table]
-            record[("ours", "Delta", "mean")] = record[("ours", a, "mean")] - record[("ours", b, "mean")]
+            record[("ours", "Delta", "mean")] = (
+                record[("ours", a, "mean")] - record[("ours", b, "mean")]  # type: ignore[operator]
+                if a in labels and b in labels else np.nan
+            )
         for column in PAPER_COLUMNS[table]:
             hit = paper[(paper["task"] == task) & (paper["method"] == column)]
             record[("paper", column, "mean")] = float(hit["mean"].iloc[0]) if len(hit) else np.nan
             record[("paper", column, "std")] = float(hit["std"].iloc[0]) if len(hit) else np.nan
         if table in DELTA:
             a, b = DELTA[table]
-            record[("paper", "Delta", "mean")] = record[("paper", a, "mean")] - record[("paper", b, "mean")]
+            record[("paper", "Delta", "mean")] = record[("paper", a, "mean")] - record[("paper", b, "mean")]  # type: ignore[operator]
         records.append(record)
         columns = list(record)
     numbers = pd.DataFrame(records, index=pd.Index(tasks, name="task"), columns=pd.MultiIndex.from_tuples(columns))
@@ -142,4 +184,4 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
                         missing.append({"task": task, "method": method, "seed": trial["seed"],
                                         "status": trial["status"], "evaluations": trial["evaluations"]})
     missing_frame = pd.DataFrame(missing, columns=["task", "method", "seed", "status", "evaluations"])
-    return PaperTable(table, numbers, missing_frame)
+    return PaperTable(table, numbers, missing_frame, labels)

@@ -24,7 +24,7 @@ import numpy as np
 from romi.data.tasks import DATASET_TO_TASK, TaskSpec, get_task
 from romi.data.transitions import Transitions, episode_returns
 from romi.envs import flatten_maze_observation, goal_xy, maze_reward
-from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError
+from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError, DatasetOutdatedError
 
 DataSource = Literal["auto", "official", "local"]
 _META = "metadata.json"
@@ -68,6 +68,27 @@ def _recreate_hint(dataset_id: str) -> str:
     return f"delete {dataset_dir(dataset_id)} and download it again: minari download {dataset_id}"
 
 
+def check_recipe_current(dataset_id: str, metadata: dict[str, Any]) -> None:
+    """Refuse a home-made maze dataset whose reference scores were measured on the old evaluation env.
+
+    Local maze scores are normalised with the dataset's own refs; refs from recipe version 1 were
+    measured with gymnasium's resets, not D4RL's (`romi.envs.MAZE_EVAL_ENV_VERSION`), so a score
+    computed with them would not be comparable with a fresh dataset's.
+    """
+    if metadata.get("romi_recipe") != "maze":
+        return
+    from romi.data.make.maze import RECIPE_VERSION
+
+    version = int(metadata.get("romi_recipe_version", 1))
+    if version < RECIPE_VERSION:
+        raise DatasetOutdatedError(
+            f"dataset {dataset_id!r} was made by maze recipe version {version}: its reference scores were "
+            f"measured on the old evaluation env (gymnasium's resets, not D4RL's), and it may be smaller "
+            f"than D4RL's; version {RECIPE_VERSION} is current",
+            _recreate_hint(dataset_id),
+        )
+
+
 def resolve_dataset_id(task: TaskSpec, source: DataSource = "auto") -> str:
     """Which dataset a task trains on: the official one when present (auto), else the local twin."""
     official_ok = task.official_id is not None and dataset_present(task.official_id)
@@ -101,6 +122,7 @@ def _read_episodes(dataset_id: str) -> tuple[list[dict[str, Any]], dict[str, Any
     from minari.dataset.minari_storage import MinariStorage
 
     metadata = read_metadata(dataset_id)
+    check_recipe_current(dataset_id, metadata)  # before minutes of reading
     data_path = dataset_dir(dataset_id) / "data"
     try:
         storage = MinariStorage.read(data_path)

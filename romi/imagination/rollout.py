@@ -147,6 +147,8 @@ def generate_rollouts(
             break
         actions = policy.sample(current, generator)
         predicted, rewards = model.step(current, actions, generator)
+        # On purpose unlike the official code, which stores non-finite predictions as they are: a NaN
+        # or inf row would poison every learner batch that draws it, so it is dropped and its rollout ends.
         finite = (torch.isfinite(predicted).all(dim=1) & torch.isfinite(rewards)
                   & torch.isfinite(actions).all(dim=1))
         if reverse:  # stored (s = predicted, a, r, s' = current)
@@ -171,6 +173,10 @@ def fill_buffer(
 ) -> Rollouts:
     """Exactly `num_transitions` imagined transitions: batches of `start_batch_size` rollouts until
     at least that many are stored, the last batch truncated.
+
+    On purpose unlike the official code (a 4e6-row ring buffer refilled until full, so its last
+    batches overwrite its first): the buffer holds exactly the first `num_transitions` rows, cut
+    in shards (`shard_plan`) so that it is the same whatever the number of rollout actors.
 
     The result is allocated once and filled batch by batch, so the peak memory is the buffer plus one
     batch (collecting parts and concatenating would need twice the buffer: 1.3 GB for halfcheetah).
@@ -227,7 +233,9 @@ def generate_shard(
     """Exactly `num_transitions` imagined transitions whose content depends only on `seed`.
 
     Start states are drawn from `start_pool` with replacement, uniformly or in proportion to
-    `start_weights` (return-weighted starts, spec §3). The generator lives on the pool's device.
+    `start_weights` (return-weighted starts, spec §3). The official sum tree draws a batch without
+    replacement; with 1000 starts out of 1e5-1e6 rows the two differ in a few repeated rows per batch.
+    The generator lives on the pool's device.
     """
     generator = torch.Generator(device=start_pool.device).manual_seed(seed)
     rows = RowSampler.create(start_pool.shape[0], start_weights, device=start_pool.device)

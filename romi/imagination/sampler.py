@@ -72,6 +72,8 @@ class MixedSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = torch.device(device)
         self.batch_size = batch_size
+        # round() and the real rows take the rest, so a batch is always `batch_size` rows. The official
+        # code takes int(B * share + 0.1) of each part, which can lose one row (CQL: 230 + 25 = 255).
         self.num_model = round(model_share * batch_size)
         self.num_real = batch_size - self.num_model
         if self.num_real > 0 and len(real) == 0:
@@ -96,6 +98,7 @@ class MixedSampler:
     def sample(self) -> Batch:
         columns = [t[:0] for t in self.real]
         if self.real_rows is not None and self.num_real > 0:
+            # With replacement (weighted or not); the official sum tree draws a weighted batch without.
             index = self.real_rows(self.num_real, self.generator)
             columns = [t[index] for t in self.real]
         if self.model is not None and self.model_rows is not None:

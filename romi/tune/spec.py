@@ -81,8 +81,8 @@ def resolve_sweep_path(path_or_name: str | Path) -> Path:
 
 
 def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
-    """Read and validate a sweep file (a path or a shipped sweep's name); `profile` (quick|paper) replaces
-    the file's."""
+    """Read and validate a sweep file (a path or a shipped sweep's name); `profile` (paper, reduced or
+    quick) replaces the file's."""
     path = resolve_sweep_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}

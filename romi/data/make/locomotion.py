@@ -109,6 +109,10 @@ def make_random_dataset(
 
 def data_steps(task: TaskSpec, steps: int | None) -> int | None:
     """How many simulated data steps `romi data make` will report for `task` (None: set by the SAC run)."""
+    if task.recipe == "maze":
+        from romi.data.make.maze import default_steps
+
+        return steps or default_steps(task)
     steps = steps or DEFAULT_STEPS
     if task.recipe != "locomotion-sac":
         return steps

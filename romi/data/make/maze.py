@@ -10,7 +10,6 @@ reached. Raw `env.unwrapped.step` + `minari.create_dataset_from_buffers` instead
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
@@ -23,9 +22,22 @@ import numpy as np
 from romi.data.make import Progress
 from romi.data.make.common import RecipeResult, episode_buffer, mean_return, random_actor
 from romi.data.tasks import TaskSpec
-from romi.envs import MAZE_SCALING, cell_to_xy, make_eval_env, maze_map, register_robotics_envs, xy_to_cell
+from romi.envs import (
+    MAZE_EVAL_ENV_VERSION,
+    MAZE_SCALING,
+    cell_to_xy,
+    eval_env_spec,
+    make_eval_env,
+    maze_map,
+    register_robotics_envs,
+    xy_to_cell,
+)
 
-DEFAULT_STEPS = 1_000_000
+# D4RL's maze2d-{umaze,medium,large}-v1 hold 1M, 2M and 4M transitions; so do ours by default.
+DEFAULT_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}
+RECIPE_VERSION = 2
+"""2: reference scores measured on the D4RL-protocol eval env (`romi.envs.MAZE_EVAL_ENV_VERSION` 2),
+whose spec (with the fixed goal) is stored in the dataset; D4RL's sizes. 1 (before): gymnasium's resets."""
 P_GAIN, D_GAIN = 10.0, -1.0
 ACTION_NOISE = 0.5
 WAYPOINT_SWITCH = 0.1
@@ -110,10 +122,15 @@ class GoalSeekingActor:
         return self.controller.act(observation)
 
 
+def default_steps(task: TaskSpec) -> int:
+    """D4RL's size of the task's maze2d dataset (1M / 2M / 4M for umaze / medium / large)."""
+    return DEFAULT_STEPS[task.name.split("-")[1]]
+
+
 def make_maze_dataset(
     task: TaskSpec, *, steps: int | None, seed: int, ref_episodes: int, progress: Progress | None
 ) -> RecipeResult:
-    steps = steps or DEFAULT_STEPS
+    steps = steps or default_steps(task)
     register_robotics_envs()
     env = gym.make(task.env_id, continuing_task=True, reset_target=True).unwrapped
     rng = np.random.default_rng(seed)
@@ -165,14 +182,11 @@ def make_maze_dataset(
             )
         )
 
+    # Reference scores as D4RL measured its own (random policy; the noiseless waypoint controller), on
+    # the D4RL-protocol evaluation env whose spec is stored with the dataset.
     eval_env = make_eval_env(task)
     ref_min = mean_return(eval_env, random_actor(eval_env.action_space, seed), ref_episodes, seed)
     ref_max = mean_return(eval_env, GoalSeekingActor(task, seed), ref_episodes, seed)
-    eval_spec = dataclasses.replace(
-        gym.spec(task.env_id),
-        kwargs={**gym.spec(task.env_id).kwargs, "continuing_task": True, "reset_target": False},
-        max_episode_steps=task.horizon,
-    )
     return RecipeResult(
         episodes=episodes,
         ref_min_score=ref_min,
@@ -184,9 +198,11 @@ def make_maze_dataset(
             f"split where a goal was reached. Stored rewards are the environment's (moving goal); romi "
             f"relabels them to the fixed goal cell {task.goal_cell} when loading. Reference scores: "
             f"{ref_episodes} episodes of a uniform random policy and of the noiseless controller on the "
-            f"fixed-goal evaluation env (horizon {task.horizon})."
+            f"fixed-goal evaluation env with D4RL's maze2d resets (uniform over free cells incl. the goal, "
+            f"+-0.1 noise; horizon {task.horizon}); D4RL's own refs are {task.d4rl_ref_min} / {task.d4rl_ref_max}."
         ),
         generation_seconds=generation_seconds,
-        eval_env_spec=eval_spec,
-        extra_metadata={"romi_goal_cell": list(task.goal_cell or ()), "romi_ref_episodes": ref_episodes},
+        eval_env_spec=eval_env_spec(task),
+        extra_metadata={"romi_goal_cell": list(task.goal_cell or ()), "romi_ref_episodes": ref_episodes,
+                        "romi_recipe_version": RECIPE_VERSION, "romi_eval_env_version": MAZE_EVAL_ENV_VERSION},
     )

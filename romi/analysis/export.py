@@ -1,0 +1,72 @@
+"""Keep a sweep's finished trials as small run directories that can be committed.
+
+A long reproduction outlives the machine it started on; its Tune storage (checkpoints, artifacts) is
+large and stays outside the repository. `export_finished` writes each *finished* trial as a `romi
+train`-style run directory (`config.json` with every resolved number, `metrics.jsonl` with every
+evaluation, `summary.json` last), which `load_results` and `romi report` read like any run, so a
+report can be rebuilt from the repository alone. Exports are never overwritten: a trial already
+exported is skipped, and each directory appears atomically (written beside, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from romi.analysis.results import _filesystem, _find_trials
+from romi.config import build_run_config
+from romi.io import atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Exported:
+    written: list[Path]
+    already: list[Path]
+    unfinished: list[str]
+
+
+def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
+    """Write every finished trial of the Tune experiment at `sweep` under `out/<trial name>/`."""
+    fs, root = _filesystem(sweep)
+    written, already, unfinished = [], [], []
+    for trial in _find_trials(fs, root):
+        if trial.sweep == "train":
+            continue  # a run directory already is an export
+        if trial.status != "finished":
+            unfinished.append(f"{trial.name} ({trial.status}, {len(trial.records)} evaluations)")
+            continue
+        target = out / trial.name
+        if (target / "summary.json").exists():
+            already.append(target)
+            continue
+        identity = trial.identity
+        config = build_run_config(identity["task"], identity["method"], identity["seed"], identity["profile"],
+                                  trial.config.get("overrides") or {})
+        records = [{k: v for k, v in r.items() if k not in ("done_fraction",)} for r in trial.records]
+        scores = [float(r["score"]) for r in records]
+        local = [float(r["score_local"]) for r in records]
+        k = config.eval.last_k
+        summary = {
+            "task": config.task, "method": config.method, "seed": config.seed,
+            "method_label": config.method_label, "deviations": config.deviations(),
+            "dataset_id": records[-1].get("dataset_id"), "steps": int(records[-1]["step"]),
+            "final_score": scores[-1], "last_k_score": float(np.mean(scores[-k:])),
+            "final_score_local": local[-1], "last_k_score_local": float(np.mean(local[-k:])),
+            "wall_time": records[-1].get("wall_time"), "exported_from": f"{sweep.rstrip('/')}/{trial.name}",
+            "code_commit": code_commit,
+        }
+        staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            atomic_write_text(staging / "config.json", config.to_json())
+            atomic_write_text(staging / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            atomic_write_json(staging / "summary.json", summary)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        written.append(target)
+    return Exported(written, already, unfinished)
