@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from romi.analysis import load_results
@@ -42,7 +43,11 @@ def test_step_stays_an_integer_column_when_a_trial_has_no_evaluations(tmp_path: 
     assert frame["step"].isna().sum() == 1 and frame["step"].dropna().tolist() == [100, 200] * 4
 
 
-def test_report_without_the_dataset_writes_the_tables_and_skips_those_figures(tmp_path: Path) -> None:
+def test_report_without_the_dataset_writes_the_tables_and_skips_those_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine the results were pulled to has an empty Minari store (the session's may hold umaze).
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty-minari"))
     sweep = _pulled_sweep(tmp_path / "pulled")
     out = tmp_path / "out"
     # COLUMNS=80 is what rich assumes when stdout is not a terminal (job logs, pipes).

@@ -85,29 +85,49 @@ def _create_coordinator(node_id: str) -> Any:
 
 
 _keeper: threading.Thread | None = None
+_keeper_session: tuple[str, str] | None = None
+
+
+def _session() -> tuple[str, str]:
+    """Which Ray session this driver is in (a test may shut Ray down and start another cluster)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.gcs_address, context.get_job_id()
 
 
 def _start_keeper(every: float) -> None:
-    """A driver thread that re-creates the coordinator (driver-owned, on the driver's node) when it is gone."""
-    global _keeper
-    if _keeper is not None and _keeper.is_alive():
+    """A driver thread that re-creates the coordinator (driver-owned, on the driver's node) when it is gone.
+
+    It stops as soon as this session's Ray is down: `ray.get_actor` would silently start a new local Ray
+    after `ray.shutdown()`.
+    """
+    import ray
+
+    global _keeper, _keeper_session
+    session = _session()
+    if _keeper is not None and _keeper.is_alive() and _keeper_session == session:
         return
 
-    def keep() -> None:
-        import ray
+    def alive() -> bool:
+        return ray.is_initialized() and _session() == session
 
+    def keep() -> None:
         global _coordinator
-        while ray.is_initialized():
+        while True:
             time.sleep(every)
+            if not alive():  # checked right before each call: the window for an auto-init is tiny
+                return
             try:
                 ray.get_actor(COORDINATOR_NAME, namespace=NAMESPACE)
-            except ValueError:  # dead for good (e.g. its node died): clients wait for this one
-                if ray.is_initialized():
+            except ValueError:  # dead for good (e.g. its node died): clients wait for the new one
+                if alive():
                     _coordinator = _create_coordinator(ray.get_runtime_context().get_node_id())
                     print("build coordinator re-created on the driver's node")
-            except Exception:  # Ray shutting down under the thread
+            except Exception:  # Ray shut down under the thread
                 return
 
+    _keeper_session = session
     _keeper = threading.Thread(target=keep, name="romi-coordinator-keeper", daemon=True)
     _keeper.start()
 
