@@ -239,6 +239,29 @@ def _ref(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "—"
 
 
+@data_app.command("prepare")
+@friendly_errors
+def data_prepare(
+    sweeps: Annotated[list[str], typer.Argument(help="Sweeps (shipped names or files) whose datasets to get.")],
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be downloaded or made.")] = False,
+) -> None:
+    """Download or make every dataset the given sweeps need (a cluster's data-prep step)."""
+    from romi.data.minari_io import datasets_root
+    from romi.data.prepare import plan_dataset, prepare_datasets
+    from romi.tune.spec import load_sweep
+
+    needed = [(task, str(spec.overrides.get("data_source", "auto")))
+              for spec in map(load_sweep, sweeps) for task in spec.tasks]
+    console.print(f"Minari store: {datasets_root()}")
+    if dry_run:
+        for task, source in dict.fromkeys(needed):
+            action, dataset_id = plan_dataset(task, source)
+            console.print(f"  {task}: {action} {dataset_id}")
+        return
+    done = prepare_datasets(needed, log=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"[green]ready[/]: {len(done)} datasets ({sum(d.action != 'present' for d in done)} new)")
+
+
 @app.command("train")
 @friendly_errors(interrupted="the run is saved at its last evaluation; rerun the same command to resume from there")
 def train(
@@ -292,7 +315,9 @@ def train(
 @app.command("sweep")
 @friendly_errors
 def sweep(
-    config: Annotated[Path, typer.Argument(help="A sweep file, e.g. tune_configs/quick.yaml.")],
+    config: Annotated[
+        str | None, typer.Argument(help="A shipped sweep's name (table1, quick; see --list) or a sweep file's path.")
+    ] = None,
     profile: Annotated[
         str | None, typer.Option(help="paper, reduced (100k steps) or quick: replaces the file's profile.")
     ] = None,
@@ -310,11 +335,17 @@ def sweep(
     overwrite: Annotated[
         bool, typer.Option(help="Start an existing sweep of this name over (its trained models are kept).")
     ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the sweeps shipped with romi and exit.")] = False,
 ) -> None:
     """Run a paper table (or any sweep file) as a Ray Tune experiment."""
-    from romi.tune.spec import load_sweep
+    from romi.tune.spec import load_sweep, shipped_sweeps
     from romi.tune.sweep import run_sweep, trial_statuses
 
+    if list_ or config is None:
+        _list_sweeps(shipped_sweeps())
+        if config is None and not list_:
+            raise typer.Exit(2)
+        return
     spec = load_sweep(config, profile)
     trials = len(spec.trial_configs())
     console.print(
@@ -345,6 +376,19 @@ def sweep(
         raise typer.Exit(130)
 
 
+def _list_sweeps(sweeps: dict[str, Path]) -> None:
+    from romi.tune.spec import load_sweep
+
+    table = Table(title="sweeps shipped with romi (romi sweep NAME)")
+    for column in ("name", "table", "trials", "profile", "description"):
+        table.add_column(column)
+    for name, path in sweeps.items():
+        spec = load_sweep(path)
+        trials = len(spec.tasks) * len(spec.methods) * len(spec.seed_list)
+        table.add_row(name, str(spec.table or "-"), str(trials), spec.profile, spec.description)
+    console.print(table)
+
+
 @app.command("report")
 @friendly_errors
 def report(
@@ -359,7 +403,10 @@ def report(
     built = make_report(*sweeps, out=out, last_k=last_k, figures=figures)
     for table, content in built.tables.items():
         console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
-        console.print(content.to_markdown(), markup=False, highlight=False)
+        # soft_wrap: rows stay whole in job logs and pipes (rich would wrap them at 80 columns there)
+        console.print(content.to_markdown(), markup=False, highlight=False, soft_wrap=True)
+    for skipped in built.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped {escape(skipped)}", highlight=False, soft_wrap=True)
     if not built.missing.empty:
         err_console.print(f"[yellow]{len(built.missing)} trial(s) not finished:[/]")
         for _, row in built.missing.iterrows():

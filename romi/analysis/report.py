@@ -10,7 +10,7 @@ import pandas as pd
 from romi.analysis import plots
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
-from romi.errors import RomiError
+from romi.errors import DatasetMissingError, RomiError
 from romi.io import check_writable_dir
 
 
@@ -20,6 +20,8 @@ class Report:
     tables: dict[int, PaperTable]
     files: list[Path] = field(default_factory=list)
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
+    skipped: list[str] = field(default_factory=list)
+    """Figures not drawn, and why (e.g. the dataset is not on this machine)."""
 
 
 def relevant_tables(results: pd.DataFrame) -> list[int]:
@@ -80,8 +82,14 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) 
                 from romi.data.minari_io import resolve_dataset_id
                 from romi.data.tasks import get_task
 
-                report.files += plots.figure3(sweep_dir, maze[0], out / f"figure3_{maze[0]}")
-                report.files += plots.model_accuracy_by_horizon(
-                    sweep_dir / "artifacts", resolve_dataset_id(get_task(maze[0])), 0, out / f"model_accuracy_{maze[0]}"
-                )
+                # Results pulled from a cluster often come without the dataset (or with part of the
+                # artifacts): the tables are still the report; these figures are skipped, with a warning.
+                try:
+                    report.files += plots.figure3(sweep_dir, maze[0], out / f"figure3_{maze[0]}")
+                    report.files += plots.model_accuracy_by_horizon(
+                        sweep_dir / "artifacts", resolve_dataset_id(get_task(maze[0])), 0,
+                        out / f"model_accuracy_{maze[0]}"
+                    )
+                except (DatasetMissingError, FileNotFoundError) as err:
+                    report.skipped.append(f"figure 3 and model accuracy for {maze[0]} ({sweep}): {err}")
     return report

@@ -189,6 +189,8 @@ def load_results(*paths: str) -> pd.DataFrame:
     frame["score_headline"], frame["normalised_with"] = headline(frame["score"], frame["score_local"],
                                                                  frame["dataset_id"])
     frame["seed"] = frame["seed"].astype(int)
+    # A trial without evaluations has no step (NaN): a nullable integer keeps `step` integral anyway.
+    frame["step"] = frame["step"].astype("Int64")
     ordered = [*IDENTITY, "status", *LABELS, *HEADLINE, *METRICS]
     rest = sorted(c for c in frame.columns if c not in ordered)
     return frame[ordered + rest].sort_values(["sweep", "task", "method", "seed", "step"]).reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Sweep files (`tune_configs/*.yaml`): which tasks x methods x seeds, with what resources.
+"""Sweep files (`romi/sweeps/*.yaml`, or any path): which tasks x methods x seeds, with what resources.
 
 A sweep file is validated completely before Ray starts: unknown keys, unknown tasks or methods, bad
 override values and missing datasets are reported together, each with its fix.
@@ -81,12 +81,32 @@ class SweepSpec(_Frozen):
         ]
 
 
+SHIPPED_SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+"""The paper's sweep files, installed with the package (`tune_configs/` in a checkout links here)."""
+
+
+def shipped_sweeps() -> dict[str, Path]:
+    """Sweep name -> file, for the sweeps `romi sweep NAME` runs without a checkout."""
+    return {path.stem: path for path in sorted(SHIPPED_SWEEPS.glob("*.yaml"))}
+
+
+def resolve_sweep_path(path_or_name: str | Path) -> Path:
+    """A sweep file path, or the name of a shipped sweep (`table1`, `quick`); a path wins if it exists."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    shipped = shipped_sweeps()
+    if str(path_or_name) in shipped:
+        return shipped[str(path_or_name)]
+    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+    raise ConfigError(f"sweep file {path} {problem}",
+                      f"give a path, or a shipped sweep by name: {', '.join(shipped)} (`romi sweep --list`)")
+
+
 def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
-    """Read and validate a sweep file; `profile` (paper, reduced or quick) replaces the file's."""
-    path = Path(path)
-    if not path.is_file():
-        problem = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise ConfigError(f"sweep file {path} {problem}", "see tune_configs/ for the paper's tables")
+    """Read and validate a sweep file (a path or a shipped sweep's name); `profile` (paper, reduced or
+    quick) replaces the file's."""
+    path = resolve_sweep_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

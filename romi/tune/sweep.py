@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from romi.config import METHOD_TABLE
 from romi.errors import PreflightError
 from romi.tune import preflight
-from romi.tune.spec import SweepSpec, check_datasets  # noqa: F401 (callers import check_datasets from here)
+from romi.tune.cluster_checks import check_cluster
+from romi.tune.spec import SweepSpec, TrialResources, check_datasets  # noqa: F401 (callers import check_datasets)
 from romi.tune.trainable import romi_trainable, trial_name
 
 DEFAULT_STORAGE = "runs/sweeps"
@@ -82,6 +84,12 @@ def write_manifest(spec: SweepSpec, experiment: str) -> None:
         stream.write(text.encode())
 
 
+def trial_bundles(method: str, resources: TrialResources) -> list[dict[str, float]]:
+    """A trial's placement group: its own process, then one 1-CPU bundle per rollout actor if it imagines."""
+    workers = resources.rollout_workers if METHOD_TABLE[method].direction is not None else 0
+    return [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * workers
+
+
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
                 max_concurrent: int | None = None, stop: Any = None, extra: dict[str, Any] | None = None) -> Any:
     """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`).
@@ -99,8 +107,9 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
     start_coordinator()
     resources = spec.resources
-    bundles = [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * resources.rollout_workers
-    trainable = tune.with_resources(romi_trainable, tune.PlacementGroupFactory(bundles))
+    # Per trial, from its method: plain BCQ/CQL never build a model buffer, so they hold no rollout CPUs.
+    trainable = tune.with_resources(
+        romi_trainable, lambda config: tune.PlacementGroupFactory(trial_bundles(config["method"], resources)))
 
     if resume and tune.Tuner.can_restore(experiment):
         return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -159,6 +168,7 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
                                       overwrite=overwrite, log=log)
     init_ray(address, num_cpus)
     spec = preflight.check_resources(spec, preflight.cluster_resources(), local=address is None, log=log)
+    check_cluster(spec, _storage_uri(storage))  # every node sees the storage and has the data, before any trial
     if overwrite:
         _start_over(experiment)
     write_manifest(spec, experiment)

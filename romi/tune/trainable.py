@@ -82,7 +82,9 @@ def romi_trainable(trial: dict[str, Any]) -> None:
             # `run.history` holds every evaluation so far (restored with the run on resume), this one included.
             lines = [json.dumps(reported(evaluation)) for evaluation in run.history]
             (Path(directory) / EVALUATIONS_FILE).write_text("\n".join(lines) + "\n")
-            tune.report(reported(record.flat()), checkpoint=tune.Checkpoint.from_directory(directory))
+            # `timesteps_total` is what Tune's TensorBoard logger uses as the x-axis (else training_iteration).
+            tune.report({**reported(record.flat()), "timesteps_total": record.step},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
         _maybe_fail_once(trial, run.step)
 
 
