@@ -159,6 +159,13 @@ def data_make(
             log=lambda line: bar.console.print(line, markup=False, highlight=False),
             budget=budget, medium_fraction=medium_fraction,
         )
+    if not summary.made:
+        console.print(
+            f"[green]already made[/] {summary.dataset_id} at {escape(str(summary.path))}: episodes "
+            f"{summary.episodes:,}, steps {summary.steps:,}, same recipe and seed, checked; nothing to do "
+            "(--overwrite makes it again)"
+        )
+        return
     console.print(
         f"[green]made[/] {summary.dataset_id} at {escape(str(summary.path))}\n"
         f"  episodes {summary.episodes:,}  steps {summary.steps:,}  mean episode return "

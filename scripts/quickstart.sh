@@ -1,14 +1,50 @@
 #!/usr/bin/env bash
-# Fresh machine -> a quick ROMI reproduction on the local Ray instance:
-# install romi into .venv, make the local maze2d-umaze dataset (~1 min), run the quick sweep
-# (Table 3's umaze row: ROMI-BCQ vs FOMI-BCQ vs BCQ, 3 seeds; tens of minutes on 2 cores), report.
+# README command 1. Fresh machine -> ROMI's idea in pictures and a first comparison, on the local Ray
+# instance, in ~20 minutes on 2 cores (install included); a rerun reuses everything and takes ~1 minute.
+#   1. install romi into .venv
+#   2. make the local maze2d-umaze (dense) dataset, 1M steps (skipped when a complete one is there)
+#   3. train the reverse and forward dynamics models once and draw what each imagines (Figure 3 g/h)
+#   4. a short Ray Tune sweep on the same models: ROMI-BCQ vs FOMI-BCQ vs BCQ, 6k steps, 1 seed
+#   5. the report: table beside the paper's, learning curves, Figure 3 for the trained policies
+# Every step is resumable: Ctrl-C leaves nothing half-written, and running this again continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
+step() { printf '\n== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+TASK=maze2d-umaze-dense
+SWEEPS=runs/sweeps
+OUT=analysis/out/quickstart
+
+step "1/5 install romi into .venv"
 bash scripts/install.sh
-# `data info` checks the dataset it finds (exit 2 and the command that re-creates it if it is damaged).
-info=$(.venv/bin/romi data info maze2d-umaze-sparse)
-if ! grep -q "local: .*checked" <<<"$info"; then
-  .venv/bin/romi data make maze2d-umaze-sparse
-fi
-.venv/bin/romi sweep tune_configs/quick.yaml --resume   # --resume: keeps finished trials on a rerun
-.venv/bin/romi report runs/sweeps/quick --out analysis/out/quick
+romi=.venv/bin/romi
+
+step "2/5 the $TASK dataset"
+$romi data make $TASK    # exit 0 when a complete one with the same steps and seed is already there
+
+step "3/5 reverse and forward models, and what they imagine"
+# Into the sweep's artifact store: the sweep below reuses these models instead of training them again.
+$romi imagine $TASK --profile quick --artifacts $SWEEPS/quickstart/artifacts --out $OUT
+
+step "4/5 the sweep (Ray Tune, local Ray instance)"
+$romi sweep quickstart --storage $SWEEPS --resume   # --resume: finished trials are kept, never rerun
+
+step "5/5 the report"
+$romi report $SWEEPS/quickstart --out $OUT
+
+minutes=$(( (SECONDS - started + 30) / 60 ))
+cat <<EOF
+
+== done in ${minutes} min. What to look at, all in $OUT/:
+  imagination_$TASK.png     red reverse rollouts END on dataset states (black); blue forward ones START
+                            there and drift, some through walls: ROMI's imagination stays near the data.
+  model_accuracy_$TASK.png  each model's error against the horizon of imagined steps.
+  table3.md                 ROMI-BCQ vs FOMI-BCQ vs BCQ after 6k gradient steps (0.6 % of the paper's
+                            1M, one seed: a first look, not the paper's result), the paper's numbers beside.
+  curves_*.png, figure3_*.png  learning curves; the trained policies' trajectories in the maze.
+Next (costs measured on this 2-core machine; see README "Speed"):
+  $romi sweep quick --resume      Table 3's umaze row, 3 seeds, 10k steps each: ~1.5 h
+  $romi sweep reduced --resume    the same row at 100k steps (a tenth of the paper's budget): ~10 h
+  $romi sweep table3 --resume     the paper's Table 3 at full budget: days here; see cluster/README.md
+EOF

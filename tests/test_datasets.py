@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +123,33 @@ def test_missing_dataset_says_how_to_get_it() -> None:
 
 def test_existing_dataset_is_not_overwritten_unless_asked(umaze_dataset: str) -> None:
     before = read_metadata(TASKS[umaze_dataset].local_id)
-    with pytest.raises(DatasetExistsError, match="--overwrite"):
+    with pytest.raises(DatasetExistsError, match="with 3,000 steps, not the 100 asked for") as info:
         make_dataset(umaze_dataset, steps=100)
+    assert "--overwrite" in str(info.value)
+    with pytest.raises(DatasetExistsError, match="seed 0, not 1"):
+        make_dataset(umaze_dataset, steps=3_000, seed=1)
     assert read_metadata(TASKS[umaze_dataset].local_id) == before
+
+
+def test_the_same_request_reuses_a_complete_dataset(umaze_dataset: str) -> None:
+    """What a rerun of the quickstart relies on: `data make` with the same steps and seed is a no-op."""
+    before = read_metadata(TASKS[umaze_dataset].local_id)
+    summary = make_dataset(umaze_dataset, steps=3_000, seed=0)
+    assert not summary.made and summary.steps == 3_000 and summary.dataset_id == TASKS[umaze_dataset].local_id
+    assert read_metadata(TASKS[umaze_dataset].local_id) == before
+    result = runner.invoke(app, ["data", "make", umaze_dataset, "--steps", "3000"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "already made" in result.output and "nothing to do" in result.output
+
+
+def test_a_damaged_dataset_is_not_reused(isolated_minari_store: Path) -> None:
+    make_dataset("maze2d-medium-sparse", steps=400, seed=0, ref_episodes=1, overwrite=True)
+    data_file = dataset_dir(TASKS["maze2d-medium-sparse"].local_id) / "data" / "main_data.hdf5"
+    data_file.write_bytes(data_file.read_bytes()[:1000])
+    try:
+        with pytest.raises(DatasetCorruptError, match="romi data make maze2d-medium-sparse --overwrite"):
+            make_dataset("maze2d-medium-sparse", steps=400, seed=0)
+    finally:  # the store is shared by the session: leave no damaged dataset behind
+        shutil.rmtree(data_file.parent.parent)
 
 
 def test_interrupted_write_leaves_nothing(isolated_minari_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:

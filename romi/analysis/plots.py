@@ -171,6 +171,7 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
         plt.close(fig)
         return []
     ax.set_xlabel("steps from the dataset state")
+    ax.set_xticks(range(1, horizon + 1))  # whole steps only
     ax.set_ylabel("state MSE")
     ax.set_yscale("log")
     ax.set_title(f"model accuracy, {dataset_id}")

@@ -7,7 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from romi.data.minari_io import dataset_dir, dataset_size_bytes, write_dataset
+from romi.data.minari_io import (
+    check_recipe_current,
+    dataset_dir,
+    dataset_size_bytes,
+    load_transitions,
+    read_metadata,
+    write_dataset,
+)
 from romi.data.tasks import TaskSpec, get_task
 from romi.errors import DatasetExistsError, RomiError
 
@@ -28,6 +35,8 @@ class MakeSummary:
     generation_seconds: float
     total_seconds: float
     size_bytes: int
+    made: bool = True
+    """False: a complete dataset made with the same recipe, steps and seed was already there."""
 
 
 def make_dataset(
@@ -65,11 +74,8 @@ def make_dataset(
             f"drop {them}",
         )
     if dataset_dir(task.local_id).exists() and not overwrite:
-        # Refuse before spending minutes of simulation.
-        raise DatasetExistsError(
-            f"dataset {task.local_id!r} already exists at {dataset_dir(task.local_id)}",
-            "pass --overwrite to replace it",
-        )
+        # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
+        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options)
     started = time.perf_counter()
     recipe = _recipe(task)
     result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
@@ -123,3 +129,55 @@ def _recipe(task: TaskSpec):
 
         return make_sac_dataset
     raise RomiError(f"task {task.name}: unknown recipe {task.recipe!r}")
+
+
+def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any]) -> MakeSummary:
+    """The summary of `task`'s existing local dataset when it is complete and is what was asked for.
+
+    Complete: it passes the checks `romi train` makes (readable, finite, the task's sizes) and its
+    recipe is current. What was asked for: the same seed and number of steps. Anything else raises
+    with the fix, so a rerun never silently trains on a different dataset than the command names.
+    """
+    from romi.data.make.locomotion import DEFAULT_STEPS as SAC_STEPS
+    from romi.data.make.maze import default_steps
+
+    dataset_id, path = task.local_id, dataset_dir(task.local_id)
+    meta = read_metadata(dataset_id)  # unreadable: DatasetCorruptError with the re-create command
+    check_recipe_current(dataset_id, meta)
+    if task.recipe == "maze":
+        asked, recorded = steps or default_steps(task), meta.get("total_steps")
+    else:  # SAC-made: steps per behaviour policy
+        asked, recorded = steps or SAC_STEPS, meta.get("romi_data_steps_per_policy")
+    differences = []
+    if recorded != asked:
+        differences.append(f"{_count(recorded)} steps, not the {asked:,} asked for")
+    if meta.get("romi_seed") != seed:
+        differences.append(f"seed {meta.get('romi_seed')}, not {seed}")
+    uncomparable = sorted(recipe_options.keys() - {"log"})  # SAC options are not all in the metadata
+    if uncomparable:
+        differences.append(f"options this check cannot compare ({', '.join(uncomparable)})")
+    if differences:
+        raise DatasetExistsError(
+            f"dataset {dataset_id!r} already exists at {path} with " + "; ".join(differences),
+            "pass --overwrite to replace it (models cached for the old data will be trained again), "
+            "or drop the options to use it as it is",
+        )
+    transitions = load_transitions(dataset_id)  # damaged: DatasetCorruptError with the re-create command
+    return MakeSummary(
+        task=task.name,
+        dataset_id=dataset_id,
+        path=str(path),
+        episodes=int(meta.get("total_episodes", 0)),
+        steps=int(meta.get("total_steps", len(transitions))),
+        mean_episode_return=float("nan"),  # not recorded in the metadata; the CLI does not show it here
+        ref_min_score=float(meta.get("ref_min_score", float("nan"))),
+        ref_max_score=float(meta.get("ref_max_score", float("nan"))),
+        generation_seconds=float(meta.get("romi_generation_seconds", 0.0)),
+        total_seconds=0.0,
+        size_bytes=dataset_size_bytes(dataset_id),
+        made=False,
+    )
+
+
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else repr(value)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# README command 1, twice in a row under a pseudo-terminal, as a user would type it: the first run
+# makes everything; the second must reuse everything (dataset, models, finished trials) and redo nothing.
+# The checks are on what each run did, not on how long it took; the durations are printed for the log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+logs=$(mktemp -d)
+for run in 1 2; do
+  started=$SECONDS
+  # `script` gives the command a pty (progress bars, colours) and keeps the exit status (-e).
+  script -qec "bash scripts/quickstart.sh" "$logs/run$run.txt" >/dev/null
+  echo "quickstart run $run: $(( SECONDS - started )) s (log: $logs/run$run.txt)"
+done
+expect() {  # expect RUN PATTERN WHAT
+  if ! grep -qE "$2" "$logs/run$1.txt"; then
+    echo "quickstart run $1 did not $3 (no line matching '$2'); its log:" >&2
+    tail -n 60 "$logs/run$1.txt" >&2
+    exit 1
+  fi
+}
+expect 1 "made local/pointmaze/umaze-dense-v0" "make the dataset"
+expect 1 "dynamics \(reverse\): trained" "train the reverse model"
+expect 2 "already made local/pointmaze/umaze-dense-v0" "reuse the dataset"
+expect 2 "dynamics \(reverse\): loaded" "reuse the reverse model"
+expect 2 "dynamics \(forward\): loaded" "reuse the forward model"
+expect 2 "== done in" "finish"
+if grep -qE "dynamics \((reverse|forward)\): trained" "$logs/run2.txt"; then
+  echo "quickstart run 2 trained a model again" >&2; exit 1
+fi
+echo "quickstart: second run reused everything"
