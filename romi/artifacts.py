@@ -73,6 +73,14 @@ class ArtifactStore:
         """Where the artifact is (or is cached) on this machine."""
         return self.root / key
 
+    def scratch(self, key: str) -> Path:
+        """A local directory where an interrupted build of `key` keeps its progress (removed once built).
+
+        Always on this machine, also for a remote store: a build that restarts on another node
+        starts over, one that restarts here continues.
+        """
+        return self.root / ".partial" / key
+
     def exists(self, key: str) -> bool:
         if self.remote:
             import pyarrow.fs
@@ -108,6 +116,7 @@ class ArtifactStore:
             module, info = build()
             info = {**info, "identity": identity, "build_seconds": time.perf_counter() - started}
             self._save(key, module, info)
+            shutil.rmtree(self.scratch(key), ignore_errors=True)
             return Artifact(module, info, built=True, path=self.path(key))
 
     def _load(self, key: str, empty: Callable[[], nn.Module]) -> Artifact:

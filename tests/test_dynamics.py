@@ -222,6 +222,45 @@ def test_same_seed_same_fit_different_seed_differs() -> None:
     assert not torch.equal(sd_a["ensemble.mean_head.weight"], sd_c["ensemble.mean_head.weight"])
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_fit_resumes_to_the_same_model(tmp_path) -> None:
+    """Killed after epoch 4 of 8 and run again, the fit ends bit for bit where an uninterrupted one does."""
+    t, _ = linear_system(500)
+    config = TINY.model_copy(update={"max_epochs": 8, "patience": 100})
+    whole = DynamicsModel(3, 2, config, "reverse")
+    whole_report = whole.fit(t, seed=3)
+
+    checkpoint = tmp_path / "fit_state.pt"
+
+    def stop_after_epoch_4(epoch: int, info: dict[str, float]) -> None:
+        if epoch == 4:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint,
+                                                   progress_callback=stop_after_epoch_4)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
+    resumed = DynamicsModel(3, 2, config, "reverse")
+    epochs_run: list[int] = []
+    report = resumed.fit(t, seed=3, checkpoint=checkpoint, progress_callback=lambda e, _: epochs_run.append(e))
+    assert epochs_run == [5, 6, 7, 8] and report.resumed_from_epoch == 4 and report.epochs == 8
+    sd_whole, sd_resumed = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sd_whole[k], sd_resumed[k]) for k in sd_whole)
+    assert report.holdout_mse == whole_report.holdout_mse and report.elites == whole_report.elites
+
+
+def test_a_checkpoint_of_another_fit_is_refused(tmp_path) -> None:
+    t, _ = linear_system(500)
+    config = TINY.model_copy(update={"max_epochs": 1})
+    checkpoint = tmp_path / "fit_state.pt"
+    DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="another fit"):
+        DynamicsModel(3, 2, config, "reverse").fit(t, seed=4, checkpoint=checkpoint)
+
+
 def test_save_load_predicts_identically(reverse_model: DynamicsModel, tmp_path) -> None:
     path = tmp_path / "dyn.pt"
     torch.save(reverse_model.state_dict(), path)
@@ -273,3 +312,32 @@ def test_fit_rejects_too_little_data() -> None:
     t, _ = linear_system(1)
     with pytest.raises(ValueError, match="at least 2"):
         DynamicsModel(3, 2, TINY, "reverse").fit(t, seed=0)
+
+
+def test_the_artifact_store_continues_an_interrupted_fit_and_clears_its_progress(tmp_path) -> None:
+    from romi.artifacts import ArtifactStore, artifact_key
+    from romi.data.tasks import get_task
+    from romi.imagination import build
+
+    t, _ = linear_system(500)
+    config = TINY.model_copy(update={"max_epochs": 6, "patience": 100})
+    identity = build.DataIdentity("toy/linear-v0", "fingerprint", 3, 2)
+    store = ArtifactStore(tmp_path / "artifacts")
+    key = artifact_key("dynamics", **identity.with_("reverse", 0), config=config.model_dump())
+
+    def stop_after_epoch_2(epoch: int, info: dict[str, float]) -> None:
+        if epoch == 2:
+            raise _Interrupt
+
+    store.scratch(key).mkdir(parents=True)
+    with pytest.raises(_Interrupt):  # what a session ending mid-fit leaves behind
+        DynamicsModel(3, 2, config, "reverse").fit(t, seed=0, checkpoint=store.scratch(key) / "fit_state.pt",
+                                                   progress_callback=stop_after_epoch_2)
+    lines: list[str] = []
+    model = build.dynamics_model(store, t, identity, get_task("maze2d-umaze-sparse"), "reverse", 0, config,
+                                 log=lines.append)
+    assert any("continuing an interrupted fit" in line for line in lines)
+    assert store.exists(key) and not store.scratch(key).exists()
+    whole = DynamicsModel(3, 2, config, "reverse")
+    whole.fit(t, seed=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in whole.state_dict().items())

@@ -46,17 +46,21 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
                    ) -> DynamicsModel:
     """The trained ensemble of `direction` for this data and seed: loaded, or trained and saved once."""
     full_identity = {**identity.with_(direction, seed), "config": config.model_dump()}
+    key = artifact_key("dynamics", **full_identity)
 
     def fit() -> tuple[DynamicsModel, dict[str, Any]]:
         model = DynamicsModel(data.obs_dim, data.act_dim, config, direction)
+        checkpoint = store.scratch(key) / "fit_state.pt"  # an interrupted fit continues from its last epoch
+        if checkpoint.is_file():
+            log(f"dynamics ({direction}): continuing an interrupted fit from {checkpoint}")
         report = model.fit(
-            data, keep_terminals=task.domain == "antmaze", seed=seed,
+            data, keep_terminals=task.domain == "antmaze", seed=seed, checkpoint=checkpoint,
             progress_callback=lambda epoch, info: log(f"dynamics epoch {epoch}: {info}") if epoch % 10 == 0 else None,
         )
         return model, report.to_dict()
 
     artifact = store.load_or_build(
-        artifact_key("dynamics", **full_identity),
+        key,
         empty=lambda: DynamicsModel(data.obs_dim, data.act_dim, config, direction),
         build=fit,
         identity=full_identity,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch import nn
 
 from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
+from romi.io import atomic_torch_save
 from romi.models.ensemble import GaussianEnsemble
 
 Direction = Literal["reverse", "forward"]
@@ -76,8 +78,11 @@ class FitReport:
     elites: list[int]
     """Members with the lowest holdout MSE, best first."""
     train_seconds: float
+    """Wall time of this call (after a resume: since the resume)."""
     num_train: int
     num_holdout: int
+    resumed_from_epoch: int = 0
+    """The epoch an interrupted fit was continued from (0: trained from scratch)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,11 +160,17 @@ class DynamicsModel(nn.Module):
         keep_terminals: bool = False,
         seed: int,
         progress_callback: ProgressCallback | None = None,
+        checkpoint: Path | None = None,
     ) -> FitReport:
         """Train all members from scratch on `transitions` (spec §1) and pick the elites.
 
         Every random choice (holdout split, init, bootstrap, shuffles) comes from one generator
         seeded with `seed`, so the same data and seed give the same model bit for bit on CPU.
+
+        `checkpoint`: a file the fit saves its state to after every epoch and continues from when it
+        exists (written atomically). Early stopping on 1M transitions takes tens of ~1.5-minute epochs,
+        longer than a working session may last; an interrupted fit resumes at its last finished epoch
+        and ends bit for bit where an uninterrupted one would. The caller removes the file afterwards.
         """
         cfg = self.config
         started = time.perf_counter()
@@ -202,7 +213,21 @@ class DynamicsModel(nn.Module):
         best = torch.full((E,), float("inf"), device=device)
         snapshots: list[dict[str, torch.Tensor] | None] = [None] * E
         epochs_since_update, epoch = 0, 0
-        while cfg.max_epochs is None or epoch < cfg.max_epochs:
+        # Everything above is replayed from the seed; what the epochs changed comes from the checkpoint.
+        saved = torch.load(checkpoint, map_location=device, weights_only=True) if (
+            checkpoint is not None and checkpoint.is_file()) else None
+        if saved is not None:
+            if (saved["num_train"], saved["seed"]) != (num_train, seed):
+                raise ValueError(f"fit checkpoint {checkpoint} belongs to another fit (seed or data differ)")
+            self.ensemble.load_state_dict(saved["ensemble"])
+            optimizer.load_state_dict(saved["optimizer"])
+            best, snapshots = saved["best"], saved["snapshots"]
+            epoch, epochs_since_update = saved["epoch"], saved["epochs_since_update"]
+            gen.set_state(saved["generator"])
+        resumed_from_epoch = epoch
+
+        # Stop after more than `patience` epochs in which no member improved, or at the epoch cap.
+        while epochs_since_update <= cfg.patience and (cfg.max_epochs is None or epoch < cfg.max_epochs):
             epoch += 1
             # Reshuffle every member's resample independently each epoch.
             shuffled = torch.stack(
@@ -234,6 +259,12 @@ class DynamicsModel(nn.Module):
                 best[m] = mse[m]
                 snapshots[m] = self._member_state(m)
             epochs_since_update = 0 if bool(improved.any()) else epochs_since_update + 1
+            if checkpoint is not None:
+                atomic_torch_save({
+                    "seed": seed, "num_train": num_train, "epoch": epoch, "epochs_since_update": epochs_since_update,
+                    "ensemble": self.ensemble.state_dict(), "optimizer": optimizer.state_dict(),
+                    "best": best, "snapshots": snapshots, "generator": gen.get_state(),
+                }, checkpoint)
             if progress_callback is not None:
                 progress_callback(
                     epoch,
@@ -244,8 +275,6 @@ class DynamicsModel(nn.Module):
                         "epochs_since_update": float(epochs_since_update),
                     },
                 )
-            if epochs_since_update > cfg.patience:
-                break
 
         for m, snapshot in enumerate(snapshots):
             if snapshot is not None:
@@ -260,6 +289,7 @@ class DynamicsModel(nn.Module):
             train_seconds=time.perf_counter() - started,
             num_train=num_train,
             num_holdout=num_holdout,
+            resumed_from_epoch=resumed_from_epoch,
         )
 
     def _member_state(self, member: int) -> dict[str, torch.Tensor]:
