@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,31 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def atomic_save_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
+    """`np.savez` to `path`, atomically (numpy writes to an open file as well as to a name)."""
+    import numpy as np
+
+    _atomic(Path(path), lambda handle: np.savez(handle, **arrays))
+
+
+def atomic_dir(final: str | os.PathLike[str], write: Callable[[Path], Any]) -> None:
+    """`write(staging)` fills a fresh directory beside `final`, which then replaces `final` by a rename.
+
+    A crash while writing leaves `final` as it was (and a hidden staging directory, removed here on
+    any exception); readers never see a half-written directory.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_writable_dir(path: str | os.PathLike[str], option: str) -> None:

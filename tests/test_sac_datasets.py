@@ -19,18 +19,18 @@ from typer.testing import CliRunner
 
 from romi.cli import app
 from romi.data.make import make_dataset
-from romi.data.make.behaviour import (
+from romi.data.make.sac import (
     BehaviourRun,
     CheckpointRecord,
+    Recorder,
     SACBehaviourConfig,
     ThresholdNotReachedError,
     TrainingProgress,
-    _quiet_rllib,
-    _Recorder,
-    _UniformReplay,
+    UniformReplay,
     best_checkpoint,
     choose_medium,
     first_reaching,
+    quiet_rllib,
     squashed_gaussian_action,
     unit_actions,
 )
@@ -115,7 +115,7 @@ def test_squashed_gaussian_action() -> None:
 
 def _recorded(steps: int, start: int = 0) -> dict[str, np.ndarray]:
     """A recording of `steps` transitions of a fake 2-d task (episodes of 3 steps, the last one terminating)."""
-    recorder = _Recorder(next_episode=0)
+    recorder = Recorder(next_episode=0)
     recorder.on_reset(np.array([start, -start], dtype=np.float64))
     for t in range(start, start + steps):
         done = t % 3 == 2
@@ -129,7 +129,7 @@ def _recorded(steps: int, start: int = 0) -> dict[str, np.ndarray]:
 def test_uniform_replay_holds_the_recording_and_samples_it_uniformly() -> None:
     obs_space = gym.spaces.Box(-np.inf, np.inf, (2,))
     act_space = gym.spaces.Box(np.array([-1.0, 0.0], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float32))
-    replay = _UniformReplay(5, obs_space, act_space, seed=7)
+    replay = UniformReplay(5, obs_space, act_space, seed=7)
     assert replay.add(_recorded(3)) == 3 and replay.size == 3
     assert np.array_equal(replay.columns["obs"][:3, 0], [0, 1, 2])
     assert np.array_equal(replay.columns["new_obs"][:3, 0], [1, 2, 3])
@@ -147,8 +147,8 @@ def test_uniform_replay_holds_the_recording_and_samples_it_uniformly() -> None:
     assert np.all(batch["new_obs"][:, 0] == batch["obs"][:, 0] + 1) and np.all(batch["n_step"] == 1)
     counts = np.unique(batch["rewards"], return_counts=True)[1]
     assert len(counts) == 5 and np.all(np.abs(counts / 20_000 - 0.2) < 0.02), "uniform over what is held"
-    first = _UniformReplay(100, obs_space, act_space, seed=3)
-    second = _UniformReplay(100, obs_space, act_space, seed=3)
+    first = UniformReplay(100, obs_space, act_space, seed=3)
+    second = UniformReplay(100, obs_space, act_space, seed=3)
     for r in (first, second):
         r.add(_recorded(50))
     assert np.array_equal(first.sample(64)["obs"], second.sample(64)["obs"]), "seeded"
@@ -357,7 +357,7 @@ def test_training_is_deterministic_and_fragments_end_on_checkpoints(ray_local: N
 def test_q_networks(ray_local: None, tmp_path: Path, q_network: str) -> None:
     config = dataclasses.replace(TINY, q_network=q_network, checkpoint_every=300, report_every=300)
     run = BehaviourRun("Hopper-v5", 5, config, root=tmp_path)
-    with _quiet_rllib():
+    with quiet_rllib():
         algo = run._algorithm_config("no-recorder", 300).build_algo()
     try:
         encoder = algo.learner_group._learner.module["default_policy"].qf_encoder

@@ -2,7 +2,7 @@
 
 - `random`: uniform random actions, as D4RL's.
 - `medium`, `medium-replay`, `medium-expert` (and `expert`, written beside them): D4RL's recipe with an
-  online SAC run per (environment, seed) trained with RLlib (`romi.data.make.behaviour`): medium = the
+  online SAC run per (environment, seed) trained with RLlib (`romi.data.make.sac`): medium = the
   checkpoint closest to a third of expert return (of those up to the first reaching it), acting
   stochastically; medium-replay = everything the SAC sampled up to that checkpoint, in order; expert =
   the best checkpoint of the run trained to its budget (or to expert return); medium-expert = medium +
@@ -21,14 +21,14 @@ import gymnasium as gym
 import numpy as np
 
 from romi.data.make import Progress
-from romi.data.make.behaviour import (
+from romi.data.make.common import RecipeResult, episode_buffer
+from romi.data.make.sac import (
     BehaviourRun,
     CheckpointRecord,
     SACBehaviourConfig,
     first_reaching,
     format_duration,
 )
-from romi.data.make.common import RecipeResult, episode_buffer
 from romi.data.tasks import TaskSpec
 
 DEFAULT_STEPS = 1_000_000
