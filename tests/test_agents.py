@@ -14,8 +14,8 @@ import torch
 
 from romi.agents.bcq import BCQ, bcq_target_values
 from romi.agents.cql import CQL, conservative_penalty
-from romi.agents.nets import EnsembleCritic, TanhGaussianActor
 from romi.config import BCQConfig, CQLConfig, CVAEConfig
+from romi.nets import EnsembleCritic, TanhGaussianActor
 from romi.types import Batch
 
 SMALL_BCQ = BCQConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), vae=CVAEConfig(hidden_dim=32), batch_size=16)

@@ -10,7 +10,8 @@ from torch.nn import functional as F
 from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
 from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member, make_training_pairs
-from romi.models.ensemble import EnsembleLinear, GaussianEnsemble, soft_bound_logvar
+from romi.models.ensemble import GaussianEnsemble, soft_bound_logvar
+from romi.nets import EnsembleLinear
 from romi.types import StepModel
 
 # Small enough to train in about a second on one core.

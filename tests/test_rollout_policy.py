@@ -19,9 +19,9 @@ from romi.models.rollout_policy import (
     UniformRolloutPolicy,
     build_rollout_policy,
     rollout_policy_pairs,
-    tanh_gaussian_log_prob,
     train_rollout_policy,
 )
+from romi.nets import tanh_gaussian_log_prob
 from romi.types import RolloutPolicy
 
 SMALL = RolloutPolicyConfig(iterations=600, cvae=CVAEConfig(hidden_dim=64), rbc_hidden_dim=64)

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from romi.agents.nets import (
+from romi.config import BCQConfig
+from romi.models.cvae import CVAE, cvae_loss
+from romi.nets import (
     EnsembleCritic,
     as_batch_tensor,
     make_generators,
@@ -27,8 +29,6 @@ from romi.agents.nets import (
     soft_update,
     target_copy,
 )
-from romi.config import BCQConfig
-from romi.models.cvae import CVAE, cvae_loss
 from romi.types import Batch
 
 

@@ -12,7 +12,7 @@ moves the policy step before the critic step):
      (density (2 max_action)^-|A|), 10 of pi(. | s) and 10 of pi(. | s'), all scored at s, each minus
      its log sampling density;
   4. soft target updates. Acting: max_action * tanh(mean) (deterministic).
-Log-probabilities are rlkit's (`romi.agents.nets.TANH_EPSILON`).
+Log-probabilities are rlkit's (`romi.nets.TANH_EPSILON`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from romi.agents.nets import EnsembleCritic, TanhGaussianActor, as_batch_tensor, seeded_init, soft_update, target_copy
 from romi.config import CQLConfig
+from romi.nets import EnsembleCritic, TanhGaussianActor, as_batch_tensor, seeded_init, soft_update, target_copy
 from romi.types import Batch
 
 

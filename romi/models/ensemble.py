@@ -8,40 +8,13 @@ arithmetic as E separate `nn.Linear`s, only E times fewer kernel launches.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-class EnsembleLinear(nn.Module):
-    """E independent affine maps applied at once: y[e] = x[e] @ W[e] + b[e].
-
-    Weights are stored (E, in, out) (not nn.Linear's (out, in)) so the forward pass is a single
-    `torch.baddbmm`. Init: truncated normal with std 1 / (2 sqrt(in_dim)) cut at two std, zero bias
-    (spec §1; the usual init of probabilistic-ensemble dynamics models).
-    """
-
-    def __init__(self, ensemble_size: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.ensemble_size, self.in_dim, self.out_dim = ensemble_size, in_dim, out_dim
-        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
-        self.reset_parameters()
-
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        std = 1.0 / (2.0 * math.sqrt(self.in_dim))
-        nn.init.trunc_normal_(self.weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
-        nn.init.zeros_(self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (E, B, in) -> (E, B, out)."""
-        return torch.baddbmm(self.bias, x, self.weight)
-
-    def extra_repr(self) -> str:
-        return f"ensemble_size={self.ensemble_size}, in_dim={self.in_dim}, out_dim={self.out_dim}"
+from romi.nets import EnsembleLinear
 
 
 def soft_bound_logvar(logvar: torch.Tensor, max_logvar: torch.Tensor, min_logvar: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from romi.config import RolloutPolicyConfig
 from romi.data.transitions import Transitions
 from romi.models.cvae import CVAE, cvae_loss
+from romi.nets import tanh_gaussian_log_prob
 
 RolloutKind = Literal["cvae", "rbc", "uniform"]
 Direction = Literal["reverse", "forward"]
@@ -76,22 +76,6 @@ class CVAERolloutPolicy(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Gaussian RBC
 # --------------------------------------------------------------------------------------------
-def _log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
-    """log(1 - tanh(u)^2) computed stably: 2 (log 2 - u - softplus(-2u))."""
-    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-
-
-def tanh_gaussian_log_prob(
-    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, max_action: float
-) -> torch.Tensor:
-    """log pi(a) for a = max_action * tanh(u), u ~ N(mean, exp(log_std)^2), summed over action dims.
-
-    Change of variables: log pi(a) = log N(u) - sum log(1 - tanh(u)^2) - |A| log(max_action).
-    """
-    gaussian = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)
-    return (gaussian - _log_one_minus_tanh_sq(u)).sum(-1) - u.shape[-1] * math.log(max_action)
-
-
 class GaussianRBCPolicy(nn.Module):
     """pi(a | state): standardised input, 2 x hidden ReLU, mean and log_std heads, tanh squash."""
 

@@ -1,5 +1,6 @@
-"""Networks shared by the learners: MLPs, batched twin critics, the tanh-Gaussian actor, and small helpers
-(target copies, soft updates, seeded construction)."""
+"""Building blocks every floor above uses: MLPs, batched ensemble layers (the dynamics ensemble and the
+twin critics), tanh-Gaussian policies and their log-probabilities, and small helpers (target copies,
+soft updates, seeded construction)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-
-from romi.models.ensemble import EnsembleLinear
+from torch.nn import functional as F
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -25,6 +25,34 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
+class EnsembleLinear(nn.Module):
+    """E independent affine maps applied at once: y[e] = x[e] @ W[e] + b[e].
+
+    Weights are stored (E, in, out) (not nn.Linear's (out, in)) so the forward pass is a single
+    `torch.baddbmm`. Init: truncated normal with std 1 / (2 sqrt(in_dim)) cut at two std, zero bias
+    (spec §1; the usual init of probabilistic-ensemble dynamics models).
+    """
+
+    def __init__(self, ensemble_size: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.ensemble_size, self.in_dim, self.out_dim = ensemble_size, in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        std = 1.0 / (2.0 * math.sqrt(self.in_dim))
+        nn.init.trunc_normal_(self.weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (E, B, in) -> (E, B, out)."""
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"ensemble_size={self.ensemble_size}, in_dim={self.in_dim}, out_dim={self.out_dim}"
+
 
 
 class EnsembleCritic(nn.Module):
@@ -83,6 +111,25 @@ def rlkit_tanh_log_prob(u: torch.Tensor, squashed: torch.Tensor, mean: torch.Ten
 def rlkit_atanh(x: torch.Tensor) -> torch.Tensor:
     """atanh with 1 +- x clamped at 1e-6, so dataset actions at the bound stay finite."""
     return 0.5 * torch.log((1.0 + x).clamp(min=TANH_EPSILON) / (1.0 - x).clamp(min=TANH_EPSILON))
+
+
+# The exact change of variables, for the Gaussian RBC rollout policy (spec §2); CQL keeps rlkit's
+# epsilon-regularised form above, as the official CQL trains with it: two formulas on purpose.
+def _log_one_minus_tanh_sq(u: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(u)^2) computed stably: 2 (log 2 - u - softplus(-2u))."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+
+
+def tanh_gaussian_log_prob(
+    u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, max_action: float
+) -> torch.Tensor:
+    """log pi(a) for a = max_action * tanh(u), u ~ N(mean, exp(log_std)^2), summed over action dims.
+
+    Change of variables: log pi(a) = log N(u) - sum log(1 - tanh(u)^2) - |A| log(max_action).
+    """
+    gaussian = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)
+    return (gaussian - _log_one_minus_tanh_sq(u)).sum(-1) - u.shape[-1] * math.log(max_action)
+
 
 
 class TanhGaussianActor(nn.Module):
