@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
@@ -122,24 +123,12 @@ class Run:
             model_buffer,
             model_share=config.model_share or 0.0,
             real_weights=real_weights,
-            batch_size=self._learner_config.batch_size,
+            batch_size=learner_config(config).batch_size,
             seed=config.seed,
             device=config.device,
         )
-        self.agent = self._make_agent()
+        self.agent = make_agent(config, self.data.obs_dim, self.data.act_dim, self.max_action)
         self.stage_seconds["setup_total"] = time.perf_counter() - started
-
-    @property
-    def _learner_config(self):
-        return self.config.bcq if self.config.method_spec.learner == "bcq" else self.config.cql
-
-    def _make_agent(self):
-        from romi.agents.bcq import BCQ
-        from romi.agents.cql import CQL
-
-        cls = BCQ if self.config.method_spec.learner == "bcq" else CQL
-        return cls(self.data.obs_dim, self.data.act_dim, self.max_action, self._learner_config,
-                   seed=self.config.seed, device=self.config.device)
 
     def _model_buffer(self, real_weights: np.ndarray | None) -> Rollouts:
         """ROMI's stage (`romi.imagination.build`): dynamics and rollout policy from the artifact store,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -43,3 +44,18 @@ class StepModel(Protocol):
     def step(
         self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """An offline learner (BCQ, CQL): one gradient step per batch, acting, and an exact checkpoint."""
+
+    step: int
+
+    def update(self, batch: Batch) -> dict[str, float]: ...
+
+    def act(self, observations: np.ndarray) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

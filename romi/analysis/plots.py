@@ -259,8 +259,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
             episodes: int = 3) -> list[Path]:
     """The paper's Figure 3 for a maze2d task: the dataset, reverse vs forward imagined rollouts, and
     evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls."""
-    from romi.agents.bcq import BCQ
-    from romi.agents.cql import CQL
+    from romi.agents import make_agent
     from romi.config import load_run_config
     from romi.data.minari_io import load_transitions, resolve_dataset_id
     from romi.data.tasks import get_task
@@ -303,8 +302,9 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
             ax.text(0, 0, "no checkpoint", ha="center")
             continue
         config = load_run_config(state["config"])
-        learner = BCQ if config.method_spec.learner == "bcq" else CQL
-        agent = learner(data.obs_dim, data.act_dim, 1.0, config.bcq if learner is BCQ else config.cql, seed=seed)
+        # On the CPU whatever device it trained on; the action bound is the eval env's, as in training.
+        agent = make_agent(config.model_copy(update={"device": "cpu"}), data.obs_dim, data.act_dim,
+                           float(env.action_space.high[0]))
         agent.load_state_dict(state["agent"])
         result = evaluate(agent.act, env, episodes=episodes, seed=10_000 + seed, record_states=True)
         for trajectory in result.trajectories:
