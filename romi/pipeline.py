@@ -26,7 +26,6 @@ from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
 from romi.data.tasks import TaskSpec, get_task
-from romi.data.transitions import Transitions
 from romi.envs import make_eval_env
 from romi.errors import TrainingDivergedError
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
@@ -274,7 +273,3 @@ class Run:
         self.sampler.load_state_dict(state["sampler"])
         self._wall_offset = float(state["wall_time"])
         self._started_at = time.perf_counter()
-
-
-def transitions_summary(data: Transitions) -> dict[str, float]:
-    return {"transitions": len(data), "episodes": data.num_episodes, "mean_reward": float(data.rewards.mean())}

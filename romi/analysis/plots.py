@@ -143,7 +143,7 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
     data = load_transitions(dataset_id)
     rng = np.random.default_rng(0)
     same = data.episode_ids[horizon:] == data.episode_ids[:-horizon]
-    starts = rng.choice(np.flatnonzero(same[: len(same)]), size=min(segments, int(same.sum())), replace=False)
+    starts = rng.choice(np.flatnonzero(same), size=min(segments, int(same.sum())), replace=False)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     plotted = False
     for direction, colour in (("reverse", "tab:red"), ("forward", "tab:blue")):

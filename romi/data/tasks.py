@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
@@ -59,7 +59,6 @@ class TaskSpec:
     reward_type: Literal["sparse", "dense"] | None = None
     dataset_kind: str = ""
     """random / medium / medium-replay / medium-expert / expert for locomotion; fixed/play/diverse."""
-    env_kwargs: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def is_maze(self) -> bool:

@@ -66,10 +66,6 @@ class Transitions:
     def num_episodes(self) -> int:
         return len(np.unique(self.episode_ids))
 
-    def select(self, index: np.ndarray) -> Transitions:
-        """The transitions at `index` (a boolean mask or integer indices), in that order."""
-        return Transitions(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
     def check_finite(self, source: str, hint: str | None = None) -> None:
         """Raise `DatasetCorruptError` naming the first array with NaN or inf values (`hint`: how to
         re-create this dataset)."""
