@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -22,16 +22,18 @@ from romi.errors import ConfigError
 Direction = Literal["reverse", "forward"]
 Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
 Profile = Literal["paper", "reduced", "quick"]
-METHODS: tuple[str, ...] = ("BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ")
+METHODS: tuple[str, ...] = get_args(Method)
 
 
-class _Frozen(BaseModel):
+class FrozenModel(BaseModel):
+    """The base of every config and sweep file: immutable, unknown keys refused, defaults validated too."""
+
     # allow_inf_nan=False: `--set bcq.learning_rate=.inf` (or a NaN) can only train to garbage, so no float
     # field of any config accepts a non-finite value.
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-class DynamicsConfig(_Frozen):
+class DynamicsConfig(FrozenModel):
     """Probabilistic ensemble dynamics model (spec §1)."""
 
     ensemble_size: int = Field(7, ge=1)
@@ -68,7 +70,7 @@ class DynamicsConfig(_Frozen):
         return self
 
 
-class CVAEConfig(_Frozen):
+class CVAEConfig(FrozenModel):
     """Conditional VAE, used as ROMI's rollout policy (spec §2) and inside BCQ (spec §4)."""
 
     hidden_dim: int = Field(750, ge=1)
@@ -80,7 +82,7 @@ class CVAEConfig(_Frozen):
     log_std_max: float = 15.0
 
 
-class RolloutPolicyConfig(_Frozen):
+class RolloutPolicyConfig(FrozenModel):
     """How imagined actions are drawn (spec §2). `kind` None = the task's paper profile."""
 
     kind: Literal["cvae", "rbc", "uniform"] | None = None
@@ -94,7 +96,7 @@ class RolloutPolicyConfig(_Frozen):
     rbc_entropy_weight: float = Field(0.5, ge=0)
 
 
-class ImaginationConfig(_Frozen):
+class ImaginationConfig(FrozenModel):
     """The model buffer (spec §3). `horizon` None = the task's paper profile."""
 
     horizon: int | None = Field(None, ge=1)
@@ -106,7 +108,7 @@ class ImaginationConfig(_Frozen):
     """Rollout actors (None: the CPUs given to the trial)."""
 
 
-class BCQConfig(_Frozen):
+class BCQConfig(FrozenModel):
     """BCQ (Fujimoto et al. 2019), spec §4."""
 
     actor_hidden: tuple[int, ...] = (400, 300)
@@ -122,7 +124,7 @@ class BCQConfig(_Frozen):
     eval_candidates: int = Field(100, ge=1)
 
 
-class CQLConfig(_Frozen):
+class CQLConfig(FrozenModel):
     """CQL(H) with importance sampling (Kumar et al. 2020), spec §4."""
 
     hidden: tuple[int, ...] = (256, 256, 256)
@@ -142,7 +144,7 @@ class CQLConfig(_Frozen):
     batch_size: int = Field(256, ge=1)
 
 
-class EvalConfig(_Frozen):
+class EvalConfig(FrozenModel):
     every: int = Field(5000, ge=1)
     """Gradient steps between evaluations."""
     episodes: int = Field(10, ge=1)
@@ -150,7 +152,7 @@ class EvalConfig(_Frozen):
     """The reported 'last' score averages this many final evaluations."""
 
 
-class RunConfig(_Frozen):
+class RunConfig(FrozenModel):
     """One (task, method, seed) run. `None` fields are filled from the task's paper profile."""
 
     task: str

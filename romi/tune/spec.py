@@ -11,17 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from romi.config import Method, Profile, RunConfig, build_run_config, validation_problems
+from romi.config import FrozenModel, Method, Profile, RunConfig, build_run_config, validation_problems
 from romi.errors import ConfigError, DatasetMissingError, RomiError
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-class TrialResources(_Frozen):
+class TrialResources(FrozenModel):
     cpu: float = Field(1.0, gt=0)
     """CPUs of the trial's own process (learner and evaluation)."""
     gpu: float = Field(0.0, ge=0)
@@ -30,7 +26,7 @@ class TrialResources(_Frozen):
     """Rollout actors of 1 CPU each that build the model buffer (0: in the trial's process)."""
 
 
-class SweepSpec(_Frozen):
+class SweepSpec(FrozenModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     table: int | None = Field(None, ge=1, le=4)
