@@ -408,7 +408,8 @@ def report(
     """The paper's tables with our numbers beside them, and the figures."""
     from romi.analysis.report import make_report
 
-    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures)
+    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures,
+                        log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
     for table, content in built.tables.items():
         console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
         # soft_wrap: rows stay whole in job logs and pipes (rich would wrap them at 80 columns there)

@@ -64,10 +64,10 @@ def make_dataset(
             "that cannot be fetched here",
             f"on a connected machine run `minari download {task.official_id}` and copy the Minari store here",
         )
-    if task.recipe == "locomotion-sac":
+    if task.recipe in ("locomotion-sac", "maze"):
         recipe_options["log"] = log
-    elif recipe_options:
-        options = sorted(f"--{name.replace('_', '-')}" for name in recipe_options)
+    if task.recipe != "locomotion-sac" and set(recipe_options) - {"log"}:
+        options = sorted(f"--{name.replace('_', '-')}" for name in set(recipe_options) - {"log"})
         verb, them = ("applies", "that option") if len(options) == 1 else ("apply", "those options")
         raise RomiError(
             f"{', '.join(options)} only {verb} to the SAC-made locomotion datasets, not to {task.name}",
@@ -79,6 +79,11 @@ def make_dataset(
     started = time.perf_counter()
     recipe = _recipe(task)
     result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
+    total_steps = sum(len(ep.rewards) for ep in result.episodes)
+    say = log or (lambda _: None)
+    # Between the simulation and "made" lie seconds to minutes of HDF5 writing: say so.
+    say(f"writing {total_steps:,} steps ({len(result.episodes):,} episodes) to {dataset_dir(task.local_id)} ...")
+    written = time.perf_counter()
     path = write_dataset(
         task.local_id,
         result.episodes,
@@ -98,7 +103,7 @@ def make_dataset(
         },
         overwrite=overwrite,
     )
-    total_steps = sum(len(ep.rewards) for ep in result.episodes)
+    say(f"wrote {task.local_id} in {time.perf_counter() - written:.1f} s")
     returns = [float(sum(ep.rewards)) for ep in result.episodes]
     return MakeSummary(
         task=task.name,
