@@ -201,16 +201,17 @@ class SweepPlan:
         return expected_seconds(sum(t.seconds for t in self.trials), self.model_seconds, self.concurrency)
 
     def describe(self) -> str:
+        """Two lines: the work and its expected duration, then what the estimate is made of."""
         rates = ", ".join(f"{learner} {rate:,.1f}" for learner, rate in self.steps_per_second.items())
         resumed = f" ({self.finished} of {self.total_trials} already finished)" if self.finished else ""
-        models = (f"{self.models_to_train} models to train ({format_duration(self.model_seconds)})"
+        models = (f"{self.models_to_train} models to train (~{format_duration(self.model_seconds)})"
                   if self.models_to_train else "no models to train")
         if self.models_cached:
             models += f", {self.models_cached} already trained"
-        bound = "at least " if not self.model_epochs_capped else ""
+        bound = "" if self.model_epochs_capped else " (at least: dynamics models train until early stopping)"
         return (f"plan: {len(self.trials)} trials{resumed}, {self.total_steps:,} gradient steps, "
-                f"{self.concurrency} at a time; measured steps/s per trial: {rates}; {models}; "
-                f"expected duration {bound}~{format_duration(self.expected_seconds)}")
+                f"{self.concurrency} at a time: expected duration ~{format_duration(self.expected_seconds)}{bound}\n"
+                f"  measured gradient steps/s per trial: {rates}; {models}")
 
 
 def expected_seconds(trial_seconds: float, model_seconds: float, concurrency: int) -> float:
@@ -305,7 +306,9 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
             rows = int(read_metadata(dataset_id).get("total_steps") or 0)
             dyn_key = build.dynamics_key(identity, direction, config.seed, config.dynamics)
             pol_key = build.rollout_policy_key(identity, direction, config.seed, config.rollout_policy)
-            for artifact in (dyn_key, pol_key):
+            # A uniform rollout policy trains nothing: it is no model to wait for.
+            artifacts = (dyn_key,) if config.rollout_policy.kind == "uniform" else (dyn_key, pol_key)
+            for artifact in artifacts:
                 if artifact in models or artifact in cached:
                     continue
                 if store.exists(artifact):
@@ -403,8 +406,16 @@ def make_progress_reporter(total_steps: dict[str, int], plan: SweepPlan | None, 
             self.steps_at_start: int | None = None
 
         def _rows(self, trials: list[Any]) -> list[tuple[str, int, int]]:
-            return [(trial.status, int((trial.last_result or {}).get("step") or 0),
-                     total_steps.get(trial_name(trial.config), 0)) for trial in trials]
+            # Tune creates a grid's trials a few at a time: the ones it has not created yet are pending too.
+            known = {trial_name(trial.config): trial for trial in trials}
+            rows = []
+            for name, total in total_steps.items():
+                trial = known.get(name)
+                if trial is None:
+                    rows.append(("PENDING", 0, total))
+                else:
+                    rows.append((trial.status, int((trial.last_result or {}).get("step") or 0), total))
+            return rows
 
         def should_report(self, trials: list[Any], done: bool = False) -> bool:
             counts = count_trials(self._rows(trials))
@@ -422,7 +433,7 @@ def make_progress_reporter(total_steps: dict[str, int], plan: SweepPlan | None, 
             elapsed = clock() - self.started
             planned = None if plan is None else plan.expected_seconds
             planned_steps = counts.total_steps - self.steps_at_start if plan is None else plan.total_steps
-            finished = counts.done + counts.failed == len(trials)
+            finished = counts.done + counts.failed == len(total_steps)
             eta = 0.0 if done and finished else eta_seconds(planned, elapsed, counts.steps - self.steps_at_start,
                                                planned_steps, counts.total_steps - counts.steps)
             log(format_progress(counts, eta, elapsed))
