@@ -127,26 +127,35 @@ class Reporter:
 
 class BarReporter(Reporter):
     """A terminal's view: one rich bar per dynamics model while it trains, then the gradient-step bar
-    (created at the first call, at the resumed step, so its rate and ETA never count resumed steps)."""
+    (created at the first call, at the resumed step). The ETAs are romi's own: a dynamics model's from its
+    mean seconds per epoch, the steps' from the steps of this session (never the resumed ones) over its
+    time, evaluations included; rich's estimate needs two updates within its window, which epochs of
+    minutes or a slow learner never give it."""
 
-    def __init__(self, progress: RichProgress, log: Log) -> None:
+    def __init__(self, progress: RichProgress, log: Log, clock: Clock = time.monotonic) -> None:
         super().__init__(log)
         self.progress = progress
+        self._clock = clock
         self._dynamics: dict[str, TaskID] = {}
         self._steps: TaskID | None = None
+        self._first: tuple[int, float] = (0, 0.0)
+        self._eta = ""
+        self._status = ""
 
     @staticmethod
     def columns() -> tuple[ProgressColumn, ...]:
-        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn
 
         return (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+                TextColumn("{task.fields[status]}"))
 
     def dynamics_epoch(self, status: DynamicsEpoch) -> None:
         count = f"epoch {status.epoch}" + (f"/{status.max_epochs}" if status.max_epochs else "")
         text = f"holdout MSE {status.holdout_mse:.4g}  {status.seconds_per_epoch:.1f} s/epoch"
         if status.max_epochs is None:
             text += f"  no improvement for {status.epochs_since_update} of {status.patience}"
+        else:
+            text += f"  ETA {format_duration(status.eta_seconds)}"
         handle = self._dynamics.get(status.direction)
         if handle is None:
             handle = self._dynamics[status.direction] = self.progress.add_task(
@@ -161,12 +170,21 @@ class BarReporter(Reporter):
     def gradient_steps(self, step: int, total: int) -> None:
         count = f"{step:,}/{total:,}"
         if self._steps is None:
+            self._first = (step, self._clock())
             self._steps = self.progress.add_task("gradient steps", total=total, completed=step, count=count,
                                                  status="")
-        else:
-            self.progress.update(self._steps, completed=step, count=count)
+            return
+        first_step, started = self._first
+        done = step - first_step
+        eta = (total - step) * (self._clock() - started) / done if done > 0 else None
+        self._eta = f"ETA {format_duration(eta)}"
+        self.progress.update(self._steps, completed=step, count=count, status=self._text())
 
     def status(self, text: str) -> None:
-        """The text after the gradient-step bar (the latest score)."""
+        """The text after the gradient-step bar's ETA (the latest score)."""
+        self._status = text
         if self._steps is not None:
-            self.progress.update(self._steps, status=text)
+            self.progress.update(self._steps, status=self._text())
+
+    def _text(self) -> str:
+        return "  ".join(part for part in (self._eta, self._status) if part)

@@ -98,22 +98,27 @@ def test_bar_reporter_starts_the_step_bar_at_the_resumed_step_and_drops_finished
     from rich.console import Console
     from rich.progress import Progress
 
+    clock = FakeClock()
     progress = Progress(*BarReporter.columns(), console=Console(file=io.StringIO()))
-    reporter = BarReporter(progress, lambda _: None)
+    reporter = BarReporter(progress, lambda _: None, clock=clock)
     reporter.dynamics_epoch(DynamicsEpoch("reverse", 1, None, 5, 0, 0.25, 1.5))
     (model,) = progress.tasks
     assert model.description == "dynamics (reverse)" and model.total is None
     assert model.fields["count"] == "epoch 1" and "no improvement for 0 of 5" in model.fields["status"]
+    reporter.dynamics_epoch(DynamicsEpoch("forward", 2, 10, 5, 0, 0.25, 30.0))
+    assert progress.tasks[1].fields["status"].endswith("30.0 s/epoch  ETA 4 min")
     reporter.dynamics_done("reverse")
+    reporter.dynamics_done("forward")
     assert not progress.tasks
     reporter.gradient_steps(300, 600)
+    clock.now = 10.0
     reporter.gradient_steps(350, 600)
     (steps,) = progress.tasks
     assert steps.completed == 350 and steps.total == 600 and steps.fields["count"] == "350/600"
-    # Only the 50 steps of this session are progress: the resumed 300 never count toward the rate.
-    assert sum(sample.completed for sample in steps._progress) == 50
+    # 50 steps in this session took 10 s: 250 more take 50 s (the resumed 300 count for nothing)
+    assert steps.fields["status"] == "ETA 50 s"
     reporter.status("score   12.0")
-    assert steps.fields["status"] == "score   12.0"
+    assert steps.fields["status"] == "ETA 50 s  score   12.0"
 
 
 # --------------------------------------------------------------------------------------------
