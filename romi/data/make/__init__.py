@@ -75,7 +75,8 @@ def make_dataset(
         )
     if dataset_dir(task.local_id).exists() and not overwrite:
         # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
-        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options)
+        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options,
+                             log=log or (lambda _: None))
     started = time.perf_counter()
     recipe = _recipe(task)
     result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
@@ -136,7 +137,8 @@ def _recipe(task: TaskSpec):
     raise RomiError(f"task {task.name}: unknown recipe {task.recipe!r}")
 
 
-def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any]) -> MakeSummary:
+def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any],
+                  log: Callable[[str], None]) -> MakeSummary:
     """The summary of `task`'s existing local dataset when it is complete and is what was asked for.
 
     Complete: it passes the checks `romi train` makes (readable, finite, the task's sizes) and its
@@ -167,6 +169,8 @@ def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_option
             "pass --overwrite to replace it (models cached for the old data will be trained again), "
             "or drop the options to use it as it is",
         )
+    # Reading a few million steps takes seconds: say what the wait is for.
+    log(f"checking the existing {dataset_id} at {path} (readable, finite, the task's sizes) ...")
     transitions = load_transitions(dataset_id)  # damaged: DatasetCorruptError with the re-create command
     return MakeSummary(
         task=task.name,
