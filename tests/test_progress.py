@@ -158,6 +158,43 @@ def test_dynamics_bar_sees_every_epoch_and_changes_no_weight(umaze_dataset: str,
         assert torch.equal(value, quiet.state_dict()[key]), f"showing progress changed {key}"
 
 
+def test_a_resumed_dynamics_fit_times_only_its_own_epochs(umaze_dataset: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
+    from romi.data.tasks import get_task
+    from romi.imagination import build
+
+    class Ticking:  # every reading of the clock is 10 s after the previous one
+        def __init__(self) -> None:
+            self.now = -10.0
+
+        def __call__(self) -> float:
+            self.now += 10.0
+            return self.now
+
+    monkeypatch.setattr(build, "EpochTimer", lambda: EpochTimer(Ticking()))
+    task = get_task(umaze_dataset)
+    dataset_id = resolve_dataset_id(task)
+    data = load_transitions(dataset_id)
+    identity = build.DataIdentity(dataset_id, dataset_fingerprint(dataset_id), data.obs_dim, data.act_dim)
+    config = build_run_config(umaze_dataset, "ROMI-BCQ", 0, "quick", {"dynamics": TINY_DYNAMICS}).dynamics
+    store = ArtifactStore(tmp_path / "artifacts")
+
+    class StopAtTwo(Recorder):
+        def dynamics_epoch(self, status: DynamicsEpoch) -> None:
+            super().dynamics_epoch(status)
+            if status.epoch == 2:
+                raise KeyboardInterrupt
+
+    first = StopAtTwo()
+    with pytest.raises(KeyboardInterrupt):
+        build.dynamics_model(store, data, identity, task, "reverse", 0, config, reporter=first)
+    resumed = Recorder()
+    build.dynamics_model(store, data, identity, task, "reverse", 0, config, reporter=resumed)
+    assert [e.epoch for e in first.epochs] == [1, 2] and [e.epoch for e in resumed.epochs] == [3]
+    assert [e.seconds_per_epoch for e in first.epochs + resumed.epochs] == [10.0, 10.0, 10.0]
+
+
 def test_gradient_steps_are_reported_between_evaluations_and_from_the_resumed_step(umaze_dataset: str,
                                                                                     tmp_path: Path) -> None:
     from romi.pipeline import PROGRESS_EVERY
