@@ -288,9 +288,10 @@ def train(
     ),
 ) -> None:
     """Train one (task, method, seed) without Ray; resumes from its checkpoint, skips if finished."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     from romi.config import build_run_config, parse_overrides
+    from romi.progress import BarReporter
     from romi.train import check_run_inputs, default_run_dir, train_run
 
     config = build_run_config(task, method, seed, profile, parse_overrides(set_ or []))
@@ -298,21 +299,21 @@ def train(
     check_run_inputs(config, run_dir, artifacts)  # before the progress bar: a refused run shows no bar
     console.print(f"[bold]{config.task} {config.method} seed {config.seed}[/] ({config.profile} profile) -> "
                   f"{escape(str(run_dir))}")
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[score]}"), console=err_console,
-    ) as bar:
-        handle = bar.add_task("gradient steps", total=config.gradient_steps, score="")
+    with Progress(*BarReporter.columns(), console=err_console) as bar:
+        def log(line: str) -> None:
+            bar.console.print(line, markup=False, highlight=False)
+
+        # The bars (dynamics epochs, then gradient steps from the resumed step) move between evaluations.
+        reporter = BarReporter(bar, log)
 
         def on_eval(record, run) -> None:
-            bar.update(handle, completed=record.step, score=f"score {record.score:6.1f}")
+            reporter.status(f"score {record.score:6.1f}")
             bar.console.print(
                 f"step {record.step:>9,}  score {record.score:7.2f}  (local {record.score_local:7.2f})  "
                 f"return {record.return_mean:9.2f}  {record.steps_per_second:6.1f} steps/s"
             )
 
-        summary = train_run(config, run_dir, artifacts, on_eval=on_eval,
-                            log=lambda line: bar.console.print(line, markup=False, highlight=False))
+        summary = train_run(config, run_dir, artifacts, on_eval=on_eval, log=log, reporter=reporter)
     console.print(
         f"[green]done[/] final score {summary['final_score']:.2f}, last-{config.eval.last_k} mean "
         f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {escape(str(run_dir))}"
@@ -361,7 +362,7 @@ def sweep(
     )
     grid = run_sweep(spec, storage, address=address, resume=resume, overwrite=overwrite,
                      max_concurrent=max_concurrent, num_cpus=num_cpus,
-                     log=lambda line: err_console.print(line, markup=False, highlight=False))
+                     log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
     table = Table(title=f"{spec.name}: final normalised score per trial")
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)
@@ -407,7 +408,8 @@ def report(
     """The paper's tables with our numbers beside them, and the figures."""
     from romi.analysis.report import make_report
 
-    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures)
+    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures,
+                        log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
     for table, content in built.tables.items():
         console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
         # soft_wrap: rows stay whole in job logs and pipes (rich would wrap them at 80 columns there)
@@ -437,12 +439,15 @@ def imagine(
     out: Annotated[Path, typer.Option(help="Where the figures go.")] = Path("analysis/out/imagination"),
 ) -> None:
     """Train (or load) the reverse and forward models and rollout policy once, and draw what they imagine."""
+    from rich.progress import Progress
+
     from romi.analysis import plots
     from romi.artifacts import ArtifactStore
     from romi.config import build_run_config, parse_overrides
     from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
     from romi.envs import make_eval_env
     from romi.imagination import build
+    from romi.progress import BarReporter
 
     overrides = parse_overrides(set_ or [])
     configs = {"reverse": build_run_config(task, "ROMI-BCQ", seed, profile, overrides),
@@ -454,16 +459,20 @@ def imagine(
     store = ArtifactStore(artifacts)
     max_action = float(make_eval_env(spec).action_space.high[0])
 
-    def log(line: str) -> None:
-        console.print(line, markup=False, highlight=False)
-
     models = {}
-    for config in configs.values():
-        direction = config.method_spec.direction
-        assert direction is not None
-        model = build.dynamics_model(store, data, identity, spec, direction, seed, config.dynamics, log)
-        policy = build.rollout_policy(store, data, identity, direction, seed, config.rollout_policy, max_action, log)
-        models[direction] = (model, policy)
+    with Progress(*BarReporter.columns(), console=err_console, transient=True) as bar:
+        def log(line: str) -> None:
+            bar.console.print(line, markup=False, highlight=False)
+
+        reporter = BarReporter(bar, log)  # a bar per dynamics model while it trains
+        for config in configs.values():
+            direction = config.method_spec.direction
+            assert direction is not None
+            model = build.dynamics_model(store, data, identity, spec, direction, seed, config.dynamics, log,
+                                         reporter)
+            policy = build.rollout_policy(store, data, identity, direction, seed, config.rollout_policy,
+                                          max_action, log)
+            models[direction] = (model, policy)
     out.mkdir(parents=True, exist_ok=True)
     files = plots.imagination(spec.name, data, models, out / f"imagination_{spec.name}", seed=seed,
                               horizon=configs["reverse"].imagination.horizon or 5)

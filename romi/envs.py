@@ -29,15 +29,8 @@ def register_robotics_envs() -> None:
     """Make gymnasium-robotics' maze environments known to `gymnasium.make` (idempotent)."""
     global _registered
     if not _registered:
-        import contextlib
-        import io
-        import warnings
-
-        # gymnasium-robotics prints a notice about Adroit envs (unused here) on import.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            import gymnasium_robotics
+        # Its Adroit notice on import is dropped in `romi/__init__.py` (for every process, whoever imports it).
+        import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
         _registered = True

@@ -33,9 +33,14 @@ from romi.imagination import build
 from romi.imagination.build import DataIdentity
 from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
+from romi.progress import Reporter
 
 Log = Callable[[str], None]
 
+
+PROGRESS_EVERY = 50
+"""Gradient steps between two calls of `Reporter.gradient_steps`: a bar that moves about every second
+at paper sizes on a CPU, for a cost (one call) far below that of a gradient step."""
 
 BufferBuilder = Callable[[BufferRequest], Rollouts]
 """Builds the model buffer of a request; the result depends only on the plan's seeds."""
@@ -80,12 +85,14 @@ class Run:
         *,
         buffer_builder: BufferBuilder = build_buffer_in_process,
         log: Log = lambda message: None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config.resolved()
         self.task: TaskSpec = get_task(self.config.task)
         self.artifacts = artifacts
         self.buffer_builder = buffer_builder
         self.log = log
+        self.reporter = reporter or Reporter(log)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.stage_seconds: dict[str, float] = {}
@@ -139,7 +146,7 @@ class Run:
 
         started = time.perf_counter()
         dynamics = build.dynamics_model(self.artifacts, self.data, identity, task, direction, config.seed,
-                                        config.dynamics, self.log)
+                                        config.dynamics, self.log, self.reporter)
         self.stage_seconds["dynamics"] = time.perf_counter() - started
         started = time.perf_counter()
         policy = build.rollout_policy(self.artifacts, self.data, identity, direction, config.seed,
@@ -170,9 +177,12 @@ class Run:
         sums: dict[str, float] = {}
         count = 0
         window_start = time.perf_counter()
+        self.reporter.gradient_steps(self.step, total)  # where a resumed run starts
         while self.step < total:
             metrics = self.agent.update(self.sampler.sample())
             self.step += 1
+            if self.step % PROGRESS_EVERY == 0:
+                self.reporter.gradient_steps(self.step, total)
             self._check_finite(metrics, "loss")
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value

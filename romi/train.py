@@ -21,6 +21,7 @@ from romi.config import RunConfig, check_device_available
 from romi.errors import CheckpointError, ConfigError
 from romi.io import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
 from romi.pipeline import EvalRecord, Log, Run
+from romi.progress import Reporter
 
 
 def default_run_dir(root: Path, config: RunConfig) -> Path:
@@ -41,8 +42,10 @@ def train_run(
     *,
     log: Log = print,
     on_eval: Callable[[EvalRecord, Run], None] | None = None,
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one run; returns its summary.
+    """Run (or resume, or skip if finished) one run; returns its summary. `reporter` hears how far the
+    dynamics training and the gradient steps are (default: lines through `log`).
 
     Every check comes before the first write: a run that fails to start leaves its directory as it
     was (no `config.json` that would make the corrected command refuse "a different config").
@@ -62,7 +65,7 @@ def train_run(
     # Read the checkpoint before the minutes of setup, so a damaged one is refused at once.
     state = _read_checkpoint(checkpoint_path, config) if checkpoint_path.exists() else None
 
-    run = Run(config, ArtifactStore(artifacts_dir), log=log)
+    run = Run(config, ArtifactStore(artifacts_dir), log=log, reporter=reporter)
     run.setup()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config_path, config.to_json())

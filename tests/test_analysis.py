@@ -167,6 +167,10 @@ def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_p
     assert "Table 3" in result.output and "139.5 ± 3.6" in result.output
     assert "BCQ seed 2: failed at step 100" in result.output and "ROMI-BCQ seed 2: not started" in result.output
     assert (tmp_path / "out" / "table3.md").exists() and (tmp_path / "out" / "learning_curves.png").exists()
+    # what it is reading and drawing, one line each, before the tables
+    for line in ("reading the results of", "table 3: ours beside the paper's (md, html, tex, figure)",
+                 "drawing the learning curves", "drawing the trajectory discrepancy by method"):
+        assert line in result.output
 
 
 def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: Path) -> None:

@@ -119,8 +119,17 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     from romi.tune.sweep import run_sweep
 
     spec = load_sweep(tiny_sweep_file)
-    grid = run_sweep(spec, str(tmp_path), address="auto")
+    lines: list[str] = []
+    grid = run_sweep(spec, str(tmp_path), address="auto", log=lines.append)
     assert len(grid) == 2 and all(r.error is None for r in grid)
+    # The plan before the first trial, then one progress line at a time (Tune's table is not printed).
+    plan = next(line for line in lines if line.startswith("plan: "))
+    assert plan.startswith("plan: 2 trials, 200 gradient steps, ") and "expected duration ~" in plan
+    assert "measured gradient steps/s per trial: BCQ " in plan and "1 models to train" in plan
+    progress = [line for line in lines if line.startswith("sweep: ")]
+    assert lines.index(plan) < lines.index(progress[0])
+    assert progress[-1].startswith("sweep: 2 done, 0 running, 0 pending | 200 / 200 steps (100%)")
+    assert progress[-1].endswith("ETA 0 s")
     trials = sorted((tmp_path / "tiny").glob("maze2d-*"))
     assert [t.name for t in trials] == ["maze2d-umaze-sparse_BCQ_seed0", "maze2d-umaze-sparse_ROMI-BCQ_seed0"]
     for trial in trials:
@@ -138,7 +147,10 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     assert all(f.stat().st_size > 0 for f in report.files)
 
     before = {t.name: (t / "result.json").read_text() for t in trials}
-    run_sweep(spec, str(tmp_path), address="auto", resume=True)
+    lines.clear()
+    run_sweep(spec, str(tmp_path), address="auto", resume=True, log=lines.append)
+    plan = next(line for line in lines if line.startswith("plan: "))
+    assert plan.startswith("plan: 0 trials (2 of 2 already finished), 0 gradient steps")
     assert {t.name: (t / "result.json").read_text() for t in trials} == before, "finished trials were recomputed"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,15 +52,20 @@ def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
                             f"give the directory that holds the sweep's trials (e.g. {path.parent})")
 
 
-def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) -> Report:
+def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
+                log: Callable[[str], None] = lambda _: None) -> Report:
+    """The tables and figures of `sweeps` in `out`; `log` hears what is being read and drawn, one line each."""
     check_sweep_paths(sweeps)
     check_writable_dir(out, "--out")
+    log(f"reading the results of {', '.join(sweeps)} ...")
     results = load_results(*sweeps)
     if results.empty:
         raise RomiError(f"no trials found under {', '.join(sweeps)}", "point at a sweep directory of `romi sweep`")
+    log(f"  {results['trial'].nunique()} trials, {len(results)} evaluations")
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results, {})
     for table in relevant_tables(results):
+        log(f"table {table}: ours beside the paper's (md, html, tex{', figure' if figures else ''})")
         built = paper_table(results, table, last_k=last_k)
         report.tables[table] = built
         for suffix, text in (("md", built.to_markdown()), ("html", built.to_html()), ("tex", built.to_latex())):
@@ -73,7 +79,9 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) 
     summary.to_csv(out / "trials.csv", index=False)
     report.files.append(out / "trials.csv")
     if figures:
+        log("drawing the learning curves")
         report.files += plots.learning_curves(results, out / "learning_curves")
+        log("drawing the trajectory discrepancy by method")
         report.files += plots.discrepancy_by_method(results, out / "discrepancy")
         for sweep in sweeps:
             sweep_dir = Path(sweep)
@@ -84,6 +92,7 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True) 
 
                 # Results pulled from a cluster often come without the dataset (or with part of the
                 # artifacts): the tables are still the report; these figures are skipped, with a warning.
+                log(f"drawing figure 3 (imagined rollouts) and the model accuracy by horizon for {maze[0]}")
                 try:
                     report.files += plots.figure3(sweep_dir, maze[0], out / f"figure3_{maze[0]}")
                     report.files += plots.model_accuracy_by_horizon(

@@ -23,6 +23,7 @@ from romi.envs import goal_xy
 from romi.imagination.rollout import BufferRequest, Rollouts, shard_plan
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import RolloutPolicyModule, build_rollout_policy, train_rollout_policy
+from romi.progress import DynamicsEpoch, EpochTimer, Reporter
 
 Log = Callable[[str], None]
 
@@ -41,22 +42,55 @@ class DataIdentity:
                 "seed": seed, "obs_dim": self.obs_dim, "act_dim": self.act_dim}
 
 
+def dynamics_identity(identity: DataIdentity, direction: Direction, seed: int,
+                      config: DynamicsConfig) -> dict[str, Any]:
+    return {**identity.with_(direction, seed), "config": config.model_dump()}
+
+
+def dynamics_key(identity: DataIdentity, direction: Direction, seed: int, config: DynamicsConfig) -> str:
+    """The artifact key of a dynamics model (what a sweep's plan asks the store about)."""
+    return artifact_key("dynamics", **dynamics_identity(identity, direction, seed, config))
+
+
+def rollout_policy_identity(identity: DataIdentity, direction: Direction, seed: int,
+                            config: RolloutPolicyConfig) -> dict[str, Any]:
+    if config.kind is None:
+        raise ValueError("the rollout policy kind must be resolved (RunConfig.resolved) before building it")
+    return {**identity.with_(direction, seed), "kind": config.kind, "config": config.model_dump()}
+
+
+def rollout_policy_key(identity: DataIdentity, direction: Direction, seed: int, config: RolloutPolicyConfig) -> str:
+    """The artifact key of a rollout policy (`config.kind` resolved)."""
+    return artifact_key(f"rollout-{config.kind}", **rollout_policy_identity(identity, direction, seed, config))
+
+
 def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
-                   direction: Direction, seed: int, config: DynamicsConfig, log: Log = lambda _: None
-                   ) -> DynamicsModel:
-    """The trained ensemble of `direction` for this data and seed: loaded, or trained and saved once."""
-    full_identity = {**identity.with_(direction, seed), "config": config.model_dump()}
-    key = artifact_key("dynamics", **full_identity)
+                   direction: Direction, seed: int, config: DynamicsConfig, log: Log = lambda _: None,
+                   reporter: Reporter | None = None) -> DynamicsModel:
+    """The trained ensemble of `direction` for this data and seed: loaded, or trained and saved once.
+
+    While it trains, `reporter` (default: lines through `log`) hears about every epoch."""
+    full_identity = dynamics_identity(identity, direction, seed, config)
+    key = dynamics_key(identity, direction, seed, config)
+    reporter = reporter or Reporter(log)
 
     def fit() -> tuple[DynamicsModel, dict[str, Any]]:
         model = DynamicsModel(data.obs_dim, data.act_dim, config, direction)
         checkpoint = store.scratch(key) / "fit_state.pt"  # an interrupted fit continues from its last epoch
         if checkpoint.is_file():
             log(f"dynamics ({direction}): continuing an interrupted fit from {checkpoint}")
-        report = model.fit(
-            data, keep_terminals=task.domain == "antmaze", seed=seed, checkpoint=checkpoint,
-            progress_callback=lambda epoch, info: log(f"dynamics epoch {epoch}: {info}") if epoch % 10 == 0 else None,
-        )
+        timer = EpochTimer()
+        first_epoch: list[int] = []  # a resumed fit's first epoch here is not 1: time only this session's
+
+        def on_epoch(epoch: int, info: dict[str, float]) -> None:
+            first_epoch[:] = first_epoch or [epoch]
+            reporter.dynamics_epoch(DynamicsEpoch(
+                direction=direction, epoch=epoch, max_epochs=config.max_epochs, patience=config.patience,
+                epochs_since_update=int(info["epochs_since_update"]), holdout_mse=info["holdout_mse_best"],
+                seconds_per_epoch=timer.mean(epoch - first_epoch[0] + 1)))
+
+        report = model.fit(data, keep_terminals=task.domain == "antmaze", seed=seed, checkpoint=checkpoint,
+                           progress_callback=on_epoch)
         return model, report.to_dict()
 
     artifact = store.load_or_build(
@@ -65,7 +99,13 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
         build=fit,
         identity=full_identity,
     )
-    log(f"dynamics ({direction}): {'trained' if artifact.built else 'loaded'} {artifact.path}")
+    reporter.dynamics_done(direction)
+    if artifact.built:
+        info = artifact.info
+        log(f"dynamics ({direction}): trained in {info['epochs']} epochs, {info['train_seconds']:.1f} s, "
+            f"elite holdout MSE {min(info['holdout_mse']):.4g} -> {artifact.path}")
+    else:
+        log(f"dynamics ({direction}): loaded {artifact.path}")
     return artifact.module.eval()  # type: ignore[return-value]
 
 
@@ -73,12 +113,10 @@ def rollout_policy(store: ArtifactStore, data: Transitions, identity: DataIdenti
                    seed: int, config: RolloutPolicyConfig, max_action: float, log: Log = lambda _: None
                    ) -> RolloutPolicyModule:
     """The trained rollout policy (`config.kind`, resolved) of `direction`: loaded, or trained once."""
-    kind = config.kind
-    if kind is None:
-        raise ValueError("the rollout policy kind must be resolved (RunConfig.resolved) before building it")
-    full_identity = {**identity.with_(direction, seed), "kind": kind, "config": config.model_dump()}
+    full_identity = rollout_policy_identity(identity, direction, seed, config)
+    kind = full_identity["kind"]
     artifact = store.load_or_build(
-        artifact_key(f"rollout-{kind}", **full_identity),
+        rollout_policy_key(identity, direction, seed, config),
         empty=lambda: build_rollout_policy(kind, data.obs_dim, data.act_dim, max_action, config),
         build=lambda: train_rollout_policy(kind, data, direction, config, max_action, seed=seed),
         identity=full_identity,

@@ -18,6 +18,8 @@ from romi.config import METHOD_TABLE
 from romi.errors import PreflightError
 from romi.tune import preflight
 from romi.tune.cluster_checks import check_cluster
+from romi.tune.plan import SweepPlan, make_plan, make_progress_reporter
+from romi.tune.quiet import quiet_driver_logs
 from romi.tune.spec import SweepSpec, TrialResources, check_datasets  # noqa: F401 (callers import check_datasets)
 from romi.tune.trainable import romi_trainable, trial_name
 
@@ -91,18 +93,26 @@ def trial_bundles(method: str, resources: TrialResources) -> list[dict[str, floa
 
 
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,
-                max_concurrent: int | None = None, stop: Any = None, extra: dict[str, Any] | None = None) -> Any:
+                max_concurrent: int | None = None, stop: Any = None, extra: dict[str, Any] | None = None,
+                plan: SweepPlan | None = None, log: Callable[[str], None] = print) -> Any:
     """The `ray.tune.Tuner` of a sweep (restored from `storage` when `resume`).
 
-    `stop` is a Tune stopper; `extra` adds keys to every trial's config (tests inject failures).
+    `stop` is a Tune stopper; `extra` adds keys to every trial's config (tests inject failures); `plan`
+    gives the progress line its expected duration until the measured rate takes over.
     """
     from ray import tune
 
     from romi.tune.coordination import start_coordinator
 
-    # Tune's legacy reporter prints what a sweep user wants: trials running/finished, their latest
-    # step and score, and the best trial so far. (The newer output engine ignores reporters.)
+    # Tune's legacy output engine takes a custom reporter (the newer one ignores reporters): romi's prints
+    # one line of overall progress instead of Tune's status table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A trial checkpoints at every evaluation; Tune's warning that experiment snapshots are frequent says
+    # nothing the user can act on (romi keeps 2 checkpoints per trial on purpose).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_driver_logs()
+    total_steps = {trial_name(c.model_dump()): c.gradient_steps or 0 for c in spec.trial_configs()}
+    reporter = make_progress_reporter(total_steps, plan, log=log)
     storage_uri = _storage_uri(storage)
     experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
     start_coordinator()
@@ -112,7 +122,11 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         romi_trainable, lambda config: tune.PlacementGroupFactory(trial_bundles(config["method"], resources)))
 
     if resume and tune.Tuner.can_restore(experiment):
-        return tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # A restored Tuner keeps the reporter it was saved with (none of the user's choosing): give it ours.
+        if getattr(tuner, "_local_tuner", None) is not None:  # (Ray client mode has no local tuner)
+            tuner._local_tuner._run_config.progress_reporter = reporter
+        return tuner
 
     if resume:
         print(f"nothing to resume at {experiment}: starting the sweep")
@@ -143,15 +157,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
             stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            progress_reporter=tune.CLIReporter(
-                metric_columns={"step": "step", "score": "score", "return_mean": "return",
-                                "steps_per_second": "steps/s"},
-                parameter_columns={"task": "task", "method": "method", "seed": "seed"},
-                max_report_frequency=30,
-                metric="score",
-                mode="max",
-                sort_by_metric=False,
-            ),
+            progress_reporter=reporter,
             verbose=1,
         ),
     )
@@ -172,7 +178,10 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
     if overwrite:
         _start_over(experiment)
     write_manifest(spec, experiment)
-    tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent)
+    plan = make_plan(spec, experiment, total_cpus=preflight.cluster_resources().total_cpu,
+                     max_concurrent=max_concurrent, resume=resume, log=log)
+    log(plan.describe())
+    tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent, plan=plan, log=log)
     return tuner.fit()
 
 

@@ -37,6 +37,9 @@ def romi_trainable(trial: dict[str, Any]) -> None:
 
     from romi.imagination.workers import RayBufferBuilder
     from romi.tune.coordination import RayBuildLock
+    from romi.tune.quiet import quiet_trial_logs
+
+    quiet_trial_logs()
 
     # One torch thread per CPU given to the trial: oversubscribed BLAS threads slow small matmuls 2-100x.
     torch.set_num_threads(int(trial.get("threads", 1)))

@@ -64,10 +64,10 @@ def make_dataset(
             "that cannot be fetched here",
             f"on a connected machine run `minari download {task.official_id}` and copy the Minari store here",
         )
-    if task.recipe == "locomotion-sac":
+    if task.recipe in ("locomotion-sac", "maze"):
         recipe_options["log"] = log
-    elif recipe_options:
-        options = sorted(f"--{name.replace('_', '-')}" for name in recipe_options)
+    if task.recipe != "locomotion-sac" and set(recipe_options) - {"log"}:
+        options = sorted(f"--{name.replace('_', '-')}" for name in set(recipe_options) - {"log"})
         verb, them = ("applies", "that option") if len(options) == 1 else ("apply", "those options")
         raise RomiError(
             f"{', '.join(options)} only {verb} to the SAC-made locomotion datasets, not to {task.name}",
@@ -75,10 +75,16 @@ def make_dataset(
         )
     if dataset_dir(task.local_id).exists() and not overwrite:
         # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
-        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options)
+        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options,
+                             log=log or (lambda _: None))
     started = time.perf_counter()
     recipe = _recipe(task)
     result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
+    total_steps = sum(len(ep.rewards) for ep in result.episodes)
+    say = log or (lambda _: None)
+    # Between the simulation and "made" lie seconds to minutes of HDF5 writing: say so.
+    say(f"writing {total_steps:,} steps ({len(result.episodes):,} episodes) to {dataset_dir(task.local_id)} ...")
+    written = time.perf_counter()
     path = write_dataset(
         task.local_id,
         result.episodes,
@@ -98,7 +104,7 @@ def make_dataset(
         },
         overwrite=overwrite,
     )
-    total_steps = sum(len(ep.rewards) for ep in result.episodes)
+    say(f"wrote {task.local_id} in {time.perf_counter() - written:.1f} s")
     returns = [float(sum(ep.rewards)) for ep in result.episodes]
     return MakeSummary(
         task=task.name,
@@ -131,7 +137,8 @@ def _recipe(task: TaskSpec):
     raise RomiError(f"task {task.name}: unknown recipe {task.recipe!r}")
 
 
-def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any]) -> MakeSummary:
+def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any],
+                  log: Callable[[str], None]) -> MakeSummary:
     """The summary of `task`'s existing local dataset when it is complete and is what was asked for.
 
     Complete: it passes the checks `romi train` makes (readable, finite, the task's sizes) and its
@@ -162,6 +169,8 @@ def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_option
             "pass --overwrite to replace it (models cached for the old data will be trained again), "
             "or drop the options to use it as it is",
         )
+    # Reading a few million steps takes seconds: say what the wait is for.
+    log(f"checking the existing {dataset_id} at {path} (readable, finite, the task's sizes) ...")
     transitions = load_transitions(dataset_id)  # damaged: DatasetCorruptError with the re-create command
     return MakeSummary(
         task=task.name,

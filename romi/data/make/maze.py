@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -128,7 +128,8 @@ def default_steps(task: TaskSpec) -> int:
 
 
 def make_maze_dataset(
-    task: TaskSpec, *, steps: int | None, seed: int, ref_episodes: int, progress: Progress | None
+    task: TaskSpec, *, steps: int | None, seed: int, ref_episodes: int, progress: Progress | None,
+    log: Callable[[str], None] | None = None,
 ) -> RecipeResult:
     steps = steps or default_steps(task)
     register_robotics_envs()
@@ -184,6 +185,9 @@ def make_maze_dataset(
 
     # Reference scores as D4RL measured its own (random policy; the noiseless waypoint controller), on
     # the D4RL-protocol evaluation env whose spec is stored with the dataset.
+    if log is not None:
+        log(f"measuring reference scores: {ref_episodes} episodes each of a random policy and of the noiseless "
+            f"controller ({task.horizon} steps each) ...")
     eval_env = make_eval_env(task)
     ref_min = mean_return(eval_env, random_actor(eval_env.action_space, seed), ref_episodes, seed)
     ref_max = mean_return(eval_env, GoalSeekingActor(task, seed), ref_episodes, seed)
