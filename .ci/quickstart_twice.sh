@@ -8,8 +8,10 @@ logs=$(mktemp -d)
 for run in 1 2; do
   started=$SECONDS
   # `script` gives the command a pty (progress bars, colours) and keeps the exit status (-e).
-  script -qec "bash scripts/quickstart.sh" "$logs/run$run.txt" >/dev/null
+  COLUMNS=200 script -qec "bash scripts/quickstart.sh" "$logs/raw$run.txt" >/dev/null
   echo "quickstart run $run: $(( SECONDS - started )) s (log: $logs/run$run.txt)"
+  # What a person read: colours and the bars' carriage-return redraws removed.
+  sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r$//' -e 's/.*\r//' "$logs/raw$run.txt" > "$logs/run$run.txt"
 done
 expect() {  # expect RUN PATTERN WHAT
   if ! grep -qE "$2" "$logs/run$1.txt"; then
@@ -23,6 +25,7 @@ expect 1 "dynamics \(reverse\): trained" "train the reverse model"
 expect 2 "already made local/pointmaze/umaze-dense-v0" "reuse the dataset"
 expect 2 "dynamics \(reverse\): loaded" "reuse the reverse model"
 expect 2 "dynamics \(forward\): loaded" "reuse the forward model"
+expect 2 "plan: 0 trials \(3 of 3 already finished\)" "keep the finished trials"
 expect 2 "== done in" "finish"
 if grep -qE "dynamics \((reverse|forward)\): trained" "$logs/run2.txt"; then
   echo "quickstart run 2 trained a model again" >&2; exit 1

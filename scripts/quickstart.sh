@@ -42,9 +42,11 @@ cat <<EOF
   model_accuracy_$TASK.png  each model's error against the horizon of imagined steps.
   table3.md                 ROMI-BCQ vs FOMI-BCQ vs BCQ after 6k gradient steps (0.6 % of the paper's
                             1M, one seed: a first look, not the paper's result), the paper's numbers beside.
-  curves_*.png, figure3_*.png  learning curves; the trained policies' trajectories in the maze.
-Next (costs measured on this 2-core machine; see README "Speed"):
-  $romi sweep quick --resume      Table 3's umaze row, 3 seeds, 10k steps each: ~1.5 h
-  $romi sweep reduced --resume    the same row at 100k steps (a tenth of the paper's budget): ~10 h
-  $romi sweep table3 --resume     the paper's Table 3 at full budget: days here; see cluster/README.md
+  learning_curves.png       score against gradient steps, one line per method.
+  figure3_$TASK.png  the data, imagined rollouts and the trained policies' paths (paper Fig. 3).
+Next (costs on this 2-core machine; `romi sweep NAME` prints its own plan and ETA before it starts):
+  $romi sweep quick --resume      Table 3's umaze-sparse row, 3 seeds, 10k steps each: ~1 h
+  $romi sweep reduced --resume    the same row at 100k steps (a tenth of the paper's budget): ~8-10 h
+  $romi sweep table3 --resume     the paper's Table 3 at full budget (108 trials of 1M steps, ~7 h each
+                                  on one core): weeks here; on a cluster see cluster/README.md
 EOF
