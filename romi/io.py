@@ -42,6 +42,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Any], Any]) -> None:
+    """`write(handle)` into a binary file handle, which then replaces `path` atomically (any writer that
+    takes a file object: matplotlib's `savefig`, pandas' `to_csv`, `np.savez`, ...)."""
+    _atomic(Path(path), write)
+
+
 def atomic_save_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
     """`np.savez` to `path`, atomically (numpy writes to an open file as well as to a name)."""
     import numpy as np

@@ -38,3 +38,20 @@ def test_atomic_save_npz_round_trips(tmp_path: Path) -> None:
     with np.load(tmp_path / "chunk.npz") as loaded:
         assert all(np.array_equal(loaded[k], v) for k, v in arrays.items())
     assert [p.name for p in tmp_path.iterdir()] == ["chunk.npz"]
+
+
+def test_figures_are_written_whole_in_both_formats(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from romi.analysis.plots import _save
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    written = _save(fig, tmp_path / "curve")
+    assert [p.name for p in written] == ["curve.png", "curve.svg"]
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+    assert b"<svg" in (tmp_path / "curve.svg").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "curve.svg"]  # no temporary files left

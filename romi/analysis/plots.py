@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from romi.analysis.tables import PaperTable
+from romi.io import atomic_write_with
 
 METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
                   "CQL": "tab:gray", "ROMI-RBC-BCQ": "tab:orange"}
@@ -26,7 +27,9 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".svg"):
         target = path.with_suffix(suffix)
-        fig.savefig(target, dpi=120, bbox_inches="tight")
+        # Atomic: an interrupted report leaves the previous figure (or none), never half a file.
+        atomic_write_with(target, lambda handle, fmt=suffix[1:]: fig.savefig(handle, format=fmt, dpi=120,
+                                                                          bbox_inches="tight"))
         written.append(target)
     plt.close(fig)
     return written

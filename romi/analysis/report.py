@@ -12,7 +12,7 @@ from romi.analysis import plots
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
-from romi.io import check_writable_dir
+from romi.io import atomic_write_text, check_writable_dir
 
 
 @dataclass
@@ -70,13 +70,13 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
         report.tables[table] = built
         for suffix, text in (("md", built.to_markdown()), ("html", built.to_html()), ("tex", built.to_latex())):
             path = out / f"table{table}.{suffix}"
-            path.write_text(text + "\n")
+            atomic_write_text(path, text + "\n")
             report.files.append(path)
         if figures:
             report.files += plots.ours_vs_paper(built, out / f"table{table}_vs_paper")
     summary = summarize_trials(results, last_k=last_k)
     report.missing = summary[summary["status"] != "finished"]
-    summary.to_csv(out / "trials.csv", index=False)
+    atomic_write_text(out / "trials.csv", summary.to_csv(index=False))
     report.files.append(out / "trials.csv")
     if figures:
         log("drawing the learning curves")
