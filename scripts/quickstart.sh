@@ -4,7 +4,7 @@
 #   1. install romi into .venv
 #   2. make the local maze2d-umaze (dense) dataset, 1M steps (skipped when a complete one is there)
 #   3. train the reverse and forward dynamics models once and draw what each imagines (Figure 3 g/h)
-#   4. a short Ray Tune sweep on the same models: ROMI-BCQ vs FOMI-BCQ vs BCQ, 6k steps, 1 seed
+#   4. a short Ray Tune sweep on the same models: ROMI-BCQ vs FOMI-BCQ vs BCQ, 5k steps, 1 seed
 #   5. the report: table beside the paper's, learning curves, Figure 3 for the trained policies
 # Every step is resumable: Ctrl-C leaves nothing half-written, and running this again continues.
 set -euo pipefail
@@ -40,7 +40,7 @@ cat <<EOF
   imagination_$TASK.png     red reverse rollouts END on dataset states (black); blue forward ones START
                             there and drift, some through walls: ROMI's imagination stays near the data.
   model_accuracy_$TASK.png  each model's error against the horizon of imagined steps.
-  table3.md                 ROMI-BCQ vs FOMI-BCQ vs BCQ after 6k gradient steps (0.6 % of the paper's
+  table3.md                 ROMI-BCQ vs FOMI-BCQ vs BCQ after 5k gradient steps (0.5 % of the paper's
                             1M, one seed: a first look, not the paper's result), the paper's numbers beside.
   learning_curves.png       score against gradient steps, one line per method.
   figure3_$TASK.png  the data, imagined rollouts and the trained policies' paths (paper Fig. 3).
