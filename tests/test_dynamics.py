@@ -241,12 +241,13 @@ def test_an_interrupted_fit_resumes_to_the_same_model(tmp_path) -> None:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint,
+        DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0,
                                                    progress_callback=stop_after_epoch_4)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
     resumed = DynamicsModel(3, 2, config, "reverse")
     epochs_run: list[int] = []
-    report = resumed.fit(t, seed=3, checkpoint=checkpoint, progress_callback=lambda e, _: epochs_run.append(e))
+    report = resumed.fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0,
+                         progress_callback=lambda e, _: epochs_run.append(e))
     assert epochs_run == [5, 6, 7, 8] and report.resumed_from_epoch == 4 and report.epochs == 8
     sd_whole, sd_resumed = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(sd_whole[k], sd_resumed[k]) for k in sd_whole)
@@ -257,7 +258,7 @@ def test_a_checkpoint_of_another_fit_is_refused(tmp_path) -> None:
     t, _ = linear_system(500)
     config = TINY.model_copy(update={"max_epochs": 1})
     checkpoint = tmp_path / "fit_state.pt"
-    DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint)
+    DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0)
     with pytest.raises(ValueError, match="another fit"):
         DynamicsModel(3, 2, config, "reverse").fit(t, seed=4, checkpoint=checkpoint)
 
@@ -333,7 +334,7 @@ def test_the_artifact_store_continues_an_interrupted_fit_and_clears_its_progress
     store.scratch(key).mkdir(parents=True)
     with pytest.raises(_Interrupt):  # what a session ending mid-fit leaves behind
         DynamicsModel(3, 2, config, "reverse").fit(t, seed=0, checkpoint=store.scratch(key) / "fit_state.pt",
-                                                   progress_callback=stop_after_epoch_2)
+                                                   checkpoint_every_s=0, progress_callback=stop_after_epoch_2)
     lines: list[str] = []
     model = build.dynamics_model(store, t, identity, get_task("maze2d-umaze-sparse"), "reverse", 0, config,
                                  log=lines.append)
@@ -342,3 +343,14 @@ def test_the_artifact_store_continues_an_interrupted_fit_and_clears_its_progress
     whole = DynamicsModel(3, 2, config, "reverse")
     whole.fit(t, seed=0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in whole.state_dict().items())
+
+
+def test_the_fit_saves_its_state_by_time_not_by_epoch(tmp_path) -> None:
+    """With a long interval, short epochs write no checkpoint at all (the quick profile's case)."""
+    t, _ = linear_system(500)
+    config = TINY.model_copy(update={"max_epochs": 3, "patience": 100})
+    checkpoint = tmp_path / "fit_state.pt"
+    DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=3600)
+    assert not checkpoint.exists()
+    DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
