@@ -30,4 +30,10 @@ expect 2 "== done in" "finish"
 if grep -qE "dynamics \((reverse|forward)\): trained" "$logs/run2.txt"; then
   echo "quickstart run 2 trained a model again" >&2; exit 1
 fi
+for run in 1 2; do  # the shell's own complaints (a typo in the script, a word taken for a command)
+  if grep -qE "command not found|syntax error|unbound variable" "$logs/run$run.txt"; then
+    echo "quickstart run $run: the shell complained:" >&2
+    grep -E "command not found|syntax error|unbound variable" "$logs/run$run.txt" >&2; exit 1
+  fi
+done
 echo "quickstart: second run reused everything"

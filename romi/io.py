@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from romi.errors import PreflightError
 
 
@@ -39,6 +37,8 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    import torch  # here, not at the top: readers of datasets and results need no torch
+
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 

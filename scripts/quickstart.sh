@@ -44,7 +44,7 @@ cat <<EOF
                             1M, one seed: a first look, not the paper's result), the paper's numbers beside.
   learning_curves.png       score against gradient steps, one line per method.
   figure3_$TASK.png  the data, imagined rollouts and the trained policies' paths (paper Fig. 3).
-Next (costs on this 2-core machine; `romi sweep NAME` prints its own plan and ETA before it starts):
+Next (costs on this 2-core machine; \`romi sweep NAME\` prints its own plan and ETA before it starts):
   $romi sweep quick --resume      Table 3's umaze-sparse row, 3 seeds, 10k steps each: ~1 h
   $romi sweep reduced --resume    the same row at 100k steps (a tenth of the paper's budget): ~8-10 h
   $romi sweep table3 --resume     the paper's Table 3 at full budget (108 trials of 1M steps, ~7 h each

@@ -239,3 +239,38 @@ def test_cli_unknown_task_fails_with_a_suggestion() -> None:
     result = runner.invoke(app, ["data", "make", "hoper-random"])
     assert result.exit_code == 2
     assert "unknown task" in result.output and "hopper-random" in result.output
+
+
+def test_a_second_load_comes_from_the_cache_and_a_changed_file_is_read_again(
+        umaze_dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoded-steps cache is only a faster read: same arrays, and never stale after the file changes."""
+    import dataclasses
+    import os
+
+    from romi.data import minari_io
+
+    dataset_id = TASKS[umaze_dataset].local_id
+    first = load_transitions(umaze_dataset)  # fills the cache (or finds it filled)
+    reads: list[str] = []
+    real_read = minari_io._read_steps_from_file
+    monkeypatch.setattr(minari_io, "_read_steps_from_file",
+                        lambda *args: reads.append(args[0]) or real_read(*args))
+
+    cached = load_transitions(umaze_dataset)
+    assert reads == []
+    for field in dataclasses.fields(first):
+        assert np.array_equal(getattr(first, field.name), getattr(cached, field.name)), field.name
+
+    # A dataset made again (here: its file touched) is read from the file, and its old cache file goes.
+    old_cache = minari_io._steps_cache_file(dataset_id)
+    data_file = dataset_dir(dataset_id) / "data" / "main_data.hdf5"
+    stat = data_file.stat()
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    load_transitions(umaze_dataset)
+    assert reads == [dataset_id]
+    assert not old_cache.exists() and minari_io._steps_cache_file(dataset_id).is_file()
+
+    # A damaged cache file is read around and replaced.
+    minari_io._steps_cache_file(dataset_id).write_bytes(b"not an npz")
+    again = load_transitions(umaze_dataset)
+    assert reads == [dataset_id, dataset_id] and np.array_equal(again.observations, first.observations)

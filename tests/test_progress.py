@@ -173,6 +173,7 @@ def test_a_resumed_dynamics_fit_times_only_its_own_epochs(umaze_dataset: str, tm
             return self.now
 
     monkeypatch.setattr(build, "EpochTimer", lambda: EpochTimer(Ticking()))
+    monkeypatch.setattr(build, "FIT_CHECKPOINT_EVERY_S", 0.0)  # save after every epoch
     task = get_task(umaze_dataset)
     dataset_id = resolve_dataset_id(task)
     data = load_transitions(dataset_id)

@@ -64,6 +64,10 @@ def rollout_policy_key(identity: DataIdentity, direction: Direction, seed: int, 
     return artifact_key(f"rollout-{config.kind}", **rollout_policy_identity(identity, direction, seed, config))
 
 
+FIT_CHECKPOINT_EVERY_S = 60.0
+"""How often an unfinished dynamics fit saves its resume state (at most a minute of training is lost)."""
+
+
 def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
                    direction: Direction, seed: int, config: DynamicsConfig, log: Log = lambda _: None,
                    reporter: Reporter | None = None) -> DynamicsModel:
@@ -90,7 +94,7 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
                 seconds_per_epoch=timer.mean(epoch - first_epoch[0] + 1)))
 
         report = model.fit(data, keep_terminals=task.domain == "antmaze", seed=seed, checkpoint=checkpoint,
-                           progress_callback=on_epoch)
+                           checkpoint_every_s=FIT_CHECKPOINT_EVERY_S, progress_callback=on_epoch)
         return model, report.to_dict()
 
     artifact = store.load_or_build(
