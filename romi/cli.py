@@ -500,9 +500,12 @@ def export(
     sweep: Annotated[str, typer.Argument(help="A sweep directory (or URI), e.g. runs/sweeps/reduced-table3-umaze.")],
     out: Annotated[Path, typer.Option(help="Where each finished trial becomes a small run directory.")],
     commit: Annotated[str | None, typer.Option(help="The code commit the sweep ran at (recorded).")] = None,
+    models: Annotated[Path | None, typer.Option(
+        help="Also copy the sweep's trained models here (copy them back into a sweep's artifacts/ to reuse).")
+    ] = None,
 ) -> None:
     """Copy a sweep's finished trials (config, every evaluation, summary; no checkpoints) to commit them."""
-    from romi.analysis.export import export_finished
+    from romi.analysis.export import export_finished, export_models
 
     done = export_finished(sweep, out, code_commit=commit)
     for path in done.written:
@@ -511,6 +514,11 @@ def export(
                   f"{len(done.unfinished)} not finished")
     for line in done.unfinished:
         console.print(f"  [dim]{escape(line)}[/]")
+    if models is not None:
+        copied = export_models(sweep, models)
+        for path in copied.written:
+            console.print(f"[green]model[/] {path}")
+        console.print(f"{len(copied.written)} models copied, {len(copied.already)} already there")
 
 
 def main() -> None:  # pragma: no cover - console-script entry for `python -m romi`

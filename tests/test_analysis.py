@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,34 @@ def test_report_on_an_interrupted_sweep_lists_every_trial_truthfully(tmp_path: P
     curves = [line for fig in figures for ax in fig.axes for line in ax.get_lines()
               if ax.get_xlabel() == "gradient steps"]
     assert curves and all(line.get_marker() == "o" for line in curves), "a one-point curve must be visible"
+
+
+def test_export_models_copies_finished_models_that_a_store_then_reuses(tmp_path: Path) -> None:
+    """The exported models, put back into another sweep's artifacts/, load instead of training again."""
+    from romi.artifacts import ArtifactStore
+    from romi.models.rollout_policy import UniformRolloutPolicy
+
+    sweep = tmp_path / "sweep"
+    store = ArtifactStore(sweep / "artifacts")
+    builds: list[str] = []
+
+    def build() -> tuple[UniformRolloutPolicy, dict[str, int]]:
+        builds.append("built")
+        return UniformRolloutPolicy([-1.0, -1.0], [1.0, 1.0]), {"epochs": 0}
+
+    store.load_or_build("rollout-uniform/abc", empty=lambda: UniformRolloutPolicy([-1.0, -1.0], [1.0, 1.0]),
+                        build=build, identity={"seed": 0})
+    (sweep / "artifacts" / ".partial" / "dynamics" / "unfinished").mkdir(parents=True)  # an interrupted fit
+    out = tmp_path / "models"
+    result = CliRunner().invoke(app, ["export", str(sweep), "--out", str(tmp_path / "trials"), "--models", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 models copied, 0 already there" in result.output
+    assert [p.relative_to(out).as_posix() for p in out.glob("*/*")] == ["rollout-uniform/abc"]
+    again = CliRunner().invoke(app, ["export", str(sweep), "--out", str(tmp_path / "trials"), "--models", str(out)])
+    assert "0 models copied, 1 already there" in again.output
+
+    elsewhere = ArtifactStore(tmp_path / "new-machine" / "artifacts")
+    shutil.copytree(out, tmp_path / "new-machine" / "artifacts", dirs_exist_ok=True)
+    artifact = elsewhere.load_or_build("rollout-uniform/abc", build=build, identity={"seed": 0},
+                                       empty=lambda: UniformRolloutPolicy([-1.0, -1.0], [1.0, 1.0]))
+    assert not artifact.built and builds == ["built"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from romi.analysis.results import _filesystem, _find_trials
 from romi.config import build_run_config
-from romi.io import atomic_write_json, atomic_write_text
+from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,37 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             shutil.rmtree(staging, ignore_errors=True)
         written.append(target)
     return Exported(written, already, unfinished)
+
+
+def export_models(sweep: str, out: Path) -> Exported:
+    """Copy the sweep's finished models (dynamics ensembles, rollout policies) to `out/<kind>/<key>/`.
+
+    Models are keyed by what they were trained on (dataset fingerprint, direction, seed, config), so a
+    copy placed back into any sweep's `artifacts/` is found and reused there instead of trained again:
+    the way a long reproduction keeps hours of dynamics training across machines. Unfinished fits
+    (`.partial/`) are not models and stay behind; a model already in `out` is left as it is.
+    """
+    import pyarrow.fs
+
+    fs, root = _filesystem(sweep)
+    artifacts = f"{root.rstrip('/')}/artifacts"
+    selector = pyarrow.fs.FileSelector(artifacts, recursive=True, allow_not_found=True)
+    written, already = [], []
+    for info in fs.get_file_info(selector):
+        relative = info.path[len(artifacts):].strip("/").split("/")
+        if info.base_name != "info.json" or len(relative) != 3 or relative[0].startswith("."):
+            continue  # a model is complete when its info.json is there (written last)
+        kind, key = relative[0], relative[1]
+        target = out / kind / key
+        if (target / "info.json").exists():
+            already.append(target)
+            continue
+        source = f"{artifacts}/{kind}/{key}"
+        def copy(staging: Path, source: str = source) -> None:
+            staging.mkdir(parents=True)
+            pyarrow.fs.copy_files(source, str(staging), source_filesystem=fs,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+        atomic_dir(target, copy)
+        written.append(target)
+    return Exported(written, already, [])

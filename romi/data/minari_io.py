@@ -65,11 +65,17 @@ def read_metadata(dataset_id: str) -> dict[str, Any]:
         ) from err
 
 
+FINGERPRINT_KEYS = ("dataset_id", "total_steps", "total_episodes", "minari_version", "romi_recipe",
+                    "romi_recipe_version", "romi_seed", "romi_behaviour", "romi_data_steps_per_policy")
+"""What determines a dataset's content. A home-made dataset is a deterministic function of its recipe
+(and version), seed and behaviour policies, so the same dataset made again, on any machine, has the same
+fingerprint and the models trained on it (keyed by it) stay valid; wall times are not part of it."""
+
+
 def dataset_fingerprint(dataset_id: str) -> str:
-    """What identifies a dataset's content for artifact keys: its id, size and creation record."""
+    """What identifies a dataset's content for artifact keys (`FINGERPRINT_KEYS` of its metadata)."""
     meta = read_metadata(dataset_id)
-    keys = ("dataset_id", "total_steps", "total_episodes", "romi_seed", "romi_generation_seconds", "minari_version")
-    return json.dumps({k: meta.get(k) for k in keys}, sort_keys=True)
+    return json.dumps({k: meta.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True)
 
 
 def _recreate_hint(dataset_id: str) -> str:
