@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 1. Fresh machine -> ROMI's idea in pictures and a first comparison, on the local Ray
-# instance, in ~22 minutes on 2 cores (install included); a rerun reuses everything and takes ~3 minutes.
+# instance, in ~16 minutes on 2 cores (install included); a rerun reuses everything and takes ~40 seconds.
 #   1. install romi into .venv
 #   2. make the local maze2d-umaze (dense) dataset, 1M steps (skipped when a complete one is there)
 #   3. train the reverse and forward dynamics models once and draw what each imagines (Figure 3 g/h)

@@ -220,8 +220,10 @@ def test_gradient_steps_are_reported_between_evaluations_and_from_the_resumed_st
 # The sweep's plan
 # --------------------------------------------------------------------------------------------
 def test_expected_duration_and_evaluation_count() -> None:
-    assert sweep_plan.expected_seconds(900.0, 100.0, 2) == 500.0
-    assert sweep_plan.expected_seconds(900.0, 100.0, 0) == 1000.0
+    assert sweep_plan.expected_seconds([300.0, 300.0, 300.0], 100.0, 2) == 650.0  # two rounds + models / 2
+    assert sweep_plan.expected_seconds([450.0, 450.0], 100.0, 2) == 500.0
+    assert sweep_plan.expected_seconds([900.0], 100.0, 0) == 1000.0
+    assert sweep_plan.expected_seconds([100.0, 100.0, 400.0], 0.0, 2) == 500.0  # the long one starts last
     assert sweep_plan.evaluations_between(0, 10_000, 2_500) == 4
     assert sweep_plan.evaluations_between(2_500, 10_000, 2_500) == 3
     assert sweep_plan.evaluations_between(0, 100, 30) == 4  # 30, 60, 90 and the last step

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -198,7 +198,7 @@ class SweepPlan:
 
     @property
     def expected_seconds(self) -> float:
-        return expected_seconds(sum(t.seconds for t in self.trials), self.model_seconds, self.concurrency)
+        return expected_seconds([t.seconds for t in self.trials], self.model_seconds, self.concurrency)
 
     def describe(self) -> str:
         """Two lines: the work and its expected duration, then what the estimate is made of."""
@@ -214,9 +214,14 @@ class SweepPlan:
                 f"  measured gradient steps/s per trial: {rates}; {models}")
 
 
-def expected_seconds(trial_seconds: float, model_seconds: float, concurrency: int) -> float:
-    """Everything to do, shared by the trials that run at once (models are trained inside trials too)."""
-    return (trial_seconds + model_seconds) / max(1, concurrency)
+def expected_seconds(trial_seconds: Sequence[float], model_seconds: float, concurrency: int) -> float:
+    """When the last trial ends: trials go to `concurrency` slots, each to the one free first (as Tune
+    starts them), so 3 equal trials on 2 slots take two trials' time, not one and a half. Model training
+    happens inside the trials that need it; it is shared out over the slots."""
+    slots = [0.0] * max(1, concurrency)
+    for seconds in trial_seconds:
+        slots[slots.index(min(slots))] += seconds
+    return max(slots) + model_seconds / len(slots)
 
 
 def evaluations_between(done: int, total: int, every: int) -> int:
