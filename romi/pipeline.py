@@ -5,8 +5,10 @@
 A method is a row of `METHOD_TABLE`: plain BCQ/CQL skip the bracketed stages. Models and rollout
 policies come from the `ArtifactStore` (trained once per dataset, direction, seed and config); the
 model buffer is rebuilt deterministically from its seed, by a pluggable builder (in-process here,
-Ray actors in `romi.tune`). `Run.state_dict()` holds everything the next gradient step depends on,
-so a run restored from a checkpoint continues exactly as if it had never stopped.
+Ray actors in `romi.tune`). A `Run` is ready to train when constructed. `Run.save(dir)` writes
+everything the next gradient step depends on (`romi.layout`); `read_state` + `load_state_dict`
+continue from it exactly as if the run had never stopped. The two drivers (`romi.train`,
+`romi.tune.trainable`) differ only in where that directory lives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +30,14 @@ from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
 from romi.data.tasks import TaskSpec, get_task
 from romi.envs import make_eval_env
-from romi.errors import TrainingDivergedError
+from romi.errors import CheckpointError, TrainingDivergedError
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
 from romi.imagination import build
 from romi.imagination.build import DataIdentity
 from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
+from romi.io import atomic_torch_save, atomic_write_text
+from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
 from romi.progress import Reporter
 
 Log = Callable[[str], None]
@@ -48,7 +53,7 @@ BufferBuilder = Callable[[BufferRequest], Rollouts]
 
 @dataclass
 class EvalRecord:
-    """One evaluation: what Tune reports and what `metrics.jsonl` holds, one line each."""
+    """One evaluation: what Tune reports and what `evaluations.jsonl` holds, one line each."""
 
     step: int
     score: float
@@ -76,7 +81,8 @@ class EvalRecord:
 
 
 class Run:
-    """A single (task, method, seed) run: `setup()`, then iterate `train()` for evaluations."""
+    """A single (task, method, seed) run, ready to train once constructed: iterate `train()` for
+    evaluations, `save(dir)` after any of them."""
 
     def __init__(
         self,
@@ -94,14 +100,17 @@ class Run:
         self.log = log
         self.reporter = reporter or Reporter(log)
         self.step = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+        """Every evaluation so far, as `evaluations.jsonl` holds them (see `romi.layout`)."""
         self.stage_seconds: dict[str, float] = {}
         self._wall_offset = 0.0
+        self._setup()
+        self._started_at = time.perf_counter()  # wall time counts from here (plus a restored run's)
 
     # ------------------------------------------------------------------------------------
     # Stages
     # ------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def _setup(self) -> None:
         config, task = self.config, self.task
         torch.manual_seed(config.seed)  # library code draws from explicit generators; this is a backstop
         started = time.perf_counter()
@@ -216,12 +225,14 @@ class Run:
             method_label=config.method_label,
         )
         self._check_finite(record.flat(), "evaluation")
-        self.history.append(record.flat())
+        identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
+        self.history.append({**identity, **record.flat(),
+                             "done_fraction": self.step / (config.gradient_steps or 1)})
         return record
 
     def _check_finite(self, values: Mapping[str, float | str], what: str) -> None:
         """Stop at the first non-finite loss or evaluation: a diverged policy must never be scored,
-        and JSON (metrics.jsonl, Tune's result.json) has no NaN. (Labels such as the dataset id are strings.)"""
+        and JSON (evaluations.jsonl, Tune's result.json) has no NaN. (Labels such as the dataset id are strings.)"""
         bad = {key: value for key, value in values.items()
                if isinstance(value, int | float) and not math.isfinite(value)}
         if not bad:
@@ -236,9 +247,6 @@ class Run:
             f"lower the learning rate ({rates}) or check the overrides; evaluations up to the last "
             "checkpoint are kept, rerunning the same settings diverges again",
         )
-
-    def start_clock(self) -> None:
-        self._started_at = time.perf_counter()
 
     def summary(self) -> dict[str, Any]:
         """Final and last-k mean scores (spec §6), plus where the time went."""
@@ -263,6 +271,12 @@ class Run:
     # ------------------------------------------------------------------------------------
     # Checkpointing
     # ------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """The whole state (`run.pt`) and every evaluation so far (`evaluations.jsonl`), each atomically."""
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(self.state_dict(), directory / STATE_FILE)
+        atomic_write_text(directory / EVALUATIONS_FILE, evaluation_lines(self.history))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_json(),
@@ -283,3 +297,23 @@ class Run:
         self.sampler.load_state_dict(state["sampler"])
         self._wall_offset = float(state["wall_time"])
         self._started_at = time.perf_counter()
+
+
+def read_state(directory: Path, config: RunConfig, start_over: str) -> dict[str, Any] | None:
+    """The state `Run.save` left in `directory` for this config (None if there is none), or a
+    `CheckpointError` naming the file and, in `start_over`, how to go on without it. Read before the
+    minutes of a run's setup, so a damaged checkpoint is refused at once."""
+    path = directory / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=config.device, weights_only=False)
+    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError/... on damaged files
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})",
+                              start_over) from None
+    if not isinstance(state, dict) or not {"config", "step", "history", "agent", "sampler"} <= set(state):
+        raise CheckpointError(f"checkpoint {path} is not a romi run checkpoint", start_over)
+    if json.loads(state["config"]) != json.loads(config.resolved().to_json()):
+        raise CheckpointError(f"checkpoint {path} was written by a run with a different config",
+                              "choose another output directory, or " + start_over)
+    return state

@@ -72,10 +72,10 @@ def test_corrupt_checkpoint_is_named_with_how_to_start_over(scratch: Path) -> No
     config = build_run_config("maze2d-umaze-sparse", "BCQ", 0, "quick", parse_overrides(
         [a for a in TINY[2:] if a != "--set"]))
     (run / "config.json").write_text(config.to_json())
-    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    (run / "run.pt").write_bytes(b"PK\x03\x04 truncated")
     refused(["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", *TINY, "--out", str(run),
              "--artifacts", str(scratch / "artifacts")],
-            f"checkpoint {run / 'checkpoint.pt'} is corrupt or truncated", "delete", "start this run over",
+            f"checkpoint {run / 'run.pt'} is corrupt or truncated", "delete", "start this run over",
             roots=(scratch,))
 
 
@@ -207,8 +207,8 @@ def test_a_diverging_run_stops_naming_the_step_and_loss(umaze_dataset: str, scra
     assert result.exit_code == 2, result.output
     assert "diverged at gradient step 40: loss critic_loss = nan" in text and "fix: lower the learning rate" in text
     assert "done" not in text and not (run / "summary.json").exists(), "no score from a diverged policy"
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))["step"]
+    lines = (run / "evaluations.jsonl").read_text().splitlines()
+    assert [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in evaluations.jsonl"))["step"]
             for line in lines] == [30]
 
 

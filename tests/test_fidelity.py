@@ -73,7 +73,6 @@ def _setup(task: str, method: str, tmp_path: Path, **overrides: object) -> tuple
 
     config = build_run_config(task, method, 0, "quick", {**TINY, **overrides})
     run = Run(config, ArtifactStore(tmp_path / "artifacts"), buffer_builder=builder)
-    run.setup()
     return run, requests
 
 
@@ -119,7 +118,6 @@ def _imagined_rows_per_batch(run: Run) -> list[int]:
         return update(batch)
 
     run.agent.update = spy  # type: ignore[method-assign]
-    run.start_clock()
     for _ in run.train():
         pass
     return seen

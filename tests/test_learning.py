@@ -56,8 +56,6 @@ def test_romi_bcq_improves_on_maze2d_umaze_dense(isolated_minari_store: Path, tm
 def _train_and_score(config: RunConfig, tmp_path: Path) -> tuple[list[float], float]:
     """Scores normalised with D4RL's refs: fixed constants, so the bar does not move with the local refs."""
     run = Run(config, ArtifactStore(tmp_path / "artifacts"))
-    run.setup()
-    run.start_clock()
     start = run.evaluate().score  # the untrained agent, on the same evaluation protocol
     scores = [record.score for record in run.train()]
     print(f"{config.method}: untrained {start:.1f}; scores at 1k..6k steps {[round(s, 1) for s in scores]}")

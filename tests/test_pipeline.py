@@ -32,9 +32,9 @@ def _run(task: str, method: str, out: Path, artifacts: Path, seed: int = 0, **kw
 def test_every_method_runs_on_maze2d(method: str, umaze_dataset: str, tmp_path: Path) -> None:
     summary, logs = _run(umaze_dataset, method, tmp_path / "run", tmp_path / "artifacts")
     assert summary["steps"] == 60 and summary["method"] == method
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [30, 60]
-    assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "run" / "checkpoint.pt").exists()
+    assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "run" / "run.pt").exists()
     if method.startswith(("ROMI", "FOMI")):
         assert any("model buffer: 3,000 transitions" in line for line in logs)
         direction = "forward" if method.startswith("FOMI") else "reverse"
@@ -51,17 +51,17 @@ def test_every_method_runs_on_hopper_random(method: str, hopper_dataset: str, tm
 def test_interrupted_run_resumes_exactly_and_finished_run_is_skipped(umaze_dataset: str, tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     _run(umaze_dataset, "ROMI-BCQ", tmp_path / "straight", artifacts)
-    straight = (tmp_path / "straight" / "metrics.jsonl").read_text()
+    straight = (tmp_path / "straight" / "evaluations.jsonl").read_text()
 
     def interrupt(record, run) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         _run(umaze_dataset, "ROMI-BCQ", tmp_path / "resumed", artifacts, on_eval=interrupt)
-    assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "resumed" / "evaluations.jsonl").read_text().splitlines()) == 1
     _, logs = _run(umaze_dataset, "ROMI-BCQ", tmp_path / "resumed", artifacts)
     assert any("resumed from" in line and "step 30" in line for line in logs)
-    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "evaluations.jsonl").read_text().splitlines()]
     expected = [json.loads(line) for line in straight.splitlines()]
     strip = ("steps_per_second", "wall_time")
     assert [{k: v for k, v in r.items() if k not in strip} for r in resumed] == [

@@ -2,7 +2,7 @@
 
 A long reproduction outlives the machine it started on; its Tune storage (checkpoints, artifacts) is
 large and stays outside the repository. `export_finished` writes each *finished* trial as a `romi
-train`-style run directory (`config.json` with every resolved number, `metrics.jsonl` with every
+train`-style run directory (`config.json` with every resolved number, `evaluations.jsonl` with every
 evaluation, `summary.json` last), which `load_results` and `romi report` read like any run, so a
 report can be rebuilt from the repository alone. Exports are never overwritten: a trial already
 exported is skipped, and each directory appears atomically (written beside, then renamed).
@@ -10,7 +10,6 @@ exported is skipped, and each directory appears atomically (written beside, then
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from romi.analysis.results import _filesystem, _find_trials
 from romi.config import build_run_config
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
+from romi.layout import CONFIG_FILE, EVALUATIONS_FILE, SUMMARY_FILE, evaluation_lines
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,13 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             unfinished.append(f"{trial.name} ({trial.status}, {len(trial.records)} evaluations)")
             continue
         target = out / trial.name
-        if (target / "summary.json").exists():
+        if (target / SUMMARY_FILE).exists():
             already.append(target)
             continue
         identity = trial.identity
         config = build_run_config(identity["task"], identity["method"], identity["seed"], identity["profile"],
                                   trial.config.get("overrides") or {})
-        records = [{k: v for k, v in r.items() if k not in ("done_fraction",)} for r in trial.records]
+        records = trial.records
         scores = [float(r["score"]) for r in records]
         local = [float(r["score_local"]) for r in records]
         k = config.eval.last_k
@@ -62,9 +62,9 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
         }
         staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"
         try:
-            atomic_write_text(staging / "config.json", config.to_json())
-            atomic_write_text(staging / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-            atomic_write_json(staging / "summary.json", summary)
+            atomic_write_text(staging / CONFIG_FILE, config.to_json())
+            atomic_write_text(staging / EVALUATIONS_FILE, evaluation_lines(records))
+            atomic_write_json(staging / SUMMARY_FILE, summary)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -252,7 +252,10 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
 
 
 def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/run.pt"))
+    """A Tune trial's latest checkpoint, or a `romi train` directory's state."""
+    from romi.layout import STATE_FILE
+
+    checkpoints = sorted(trial_dir.glob(f"checkpoint_*/{STATE_FILE}")) or sorted(trial_dir.glob(STATE_FILE))
     if not checkpoints:
         return None
     return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)

@@ -1,7 +1,7 @@
 """Every evaluation of every trial as one tidy DataFrame.
 
 Reads Tune experiment directories (`<storage>/<sweep>/<trial>/{params.json, result.json}`), as
-written by `romi sweep`, and `romi train` run directories (`config.json`, `metrics.jsonl`), from a
+written by `romi sweep`, and `romi train` run directories (`config.json`, `evaluations.jsonl`), from a
 local path or any URI pyarrow understands (`s3://`, `gs://`, ...). Partially finished sweeps load
 too: every trial is `finished`, `stopped` (evaluated, then interrupted or still running: its step says
 where), `failed` or `not started`; trials a sweep asks for but never started come from the sweep's
@@ -18,9 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from romi.layout import (
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    MANIFEST_FILE,
+    STATUSES,
+    SUMMARY_FILE,
+    TrialStatus,
+    read_evaluation_lines,
+)
+
+__all__ = ["STATUSES", "headline", "load_results", "summarize_trials"]
+
 IDENTITY = ["sweep", "trial", "task", "method", "seed", "profile"]
-STATUSES = ("finished", "stopped", "failed", "not started")
-MANIFEST_FILE = "romi_sweep.json"  # = romi.tune.sweep.MANIFEST_FILE (not imported: analysis needs no Ray)
 METRICS = ["step", "score", "score_local", "return_mean", "return_std", "discrepancy", "steps_per_second",
            "wall_time"]
 LABELS = ["method_label", "dataset_id"]
@@ -43,7 +53,7 @@ class _Trial:
     name: str
     identity: dict[str, Any]
     records: list[dict[str, Any]]
-    status: str  # one of STATUSES
+    status: TrialStatus
     config: dict[str, Any]
 
 
@@ -66,30 +76,18 @@ def _read_text(fs: Any, path: str) -> str | None:
         return stream.read().decode()
 
 
-def _json_lines(text: str | None) -> list[dict[str, Any]]:
-    records = []
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a crash mid-write: keep what came before
-    return records
-
-
 def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
     """A Tune trial's evaluations: the history saved in its latest checkpoint (complete by construction,
-    see `romi.tune.trainable.EVALUATIONS_FILE`) merged with result.json (which may hold a later line,
+    see `romi.tune.trainable`) merged with result.json (which may hold a later line,
     or lose or repeat the one reported just before a failure); one record per step, the last one kept."""
     import pyarrow.fs
 
     selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
     checkpoints = sorted(info.path for info in fs.get_file_info(selector)
                          if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-    saved = _json_lines(_read_text(fs, f"{checkpoints[-1]}/evaluations.jsonl")) if checkpoints else []
+    saved = read_evaluation_lines(_read_text(fs, f"{checkpoints[-1]}/{EVALUATIONS_FILE}")) if checkpoints else []
     by_step: dict[Any, dict[str, Any]] = {}
-    for record in [*saved, *_json_lines(_read_text(fs, f"{directory}/result.json"))]:
+    for record in [*saved, *read_evaluation_lines(_read_text(fs, f"{directory}/result.json"))]:
         by_step[record.get("step")] = record
     return sorted(by_step.values(), key=lambda record: float(record.get("step") or 0))
 
@@ -99,7 +97,7 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
 
     selector = pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True)
     markers = [info.path for info in fs.get_file_info(selector)
-               if info.base_name in ("params.json", "config.json") and info.type == pyarrow.fs.FileType.File]
+               if info.base_name in ("params.json", CONFIG_FILE) and info.type == pyarrow.fs.FileType.File]
     for marker in sorted(markers):
         directory = marker.rsplit("/", 1)[0]
         if "/artifacts/" in directory + "/" or "/checkpoint_" in directory:
@@ -116,10 +114,10 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
             config = json.loads(_read_text(fs, marker) or "{}")
             if "task" not in config or "method" not in config:
                 continue
-            records = _json_lines(_read_text(fs, f"{directory}/metrics.jsonl"))
+            records = read_evaluation_lines(_read_text(fs, f"{directory}/{EVALUATIONS_FILE}"))
             errored = False
             sweep = "train"
-            if _read_text(fs, f"{directory}/summary.json") is not None and records:
+            if _read_text(fs, f"{directory}/{SUMMARY_FILE}") is not None and records:
                 records[-1]["done_fraction"] = 1.0
         done = bool(records) and float(records[-1].get("done_fraction", 0.0)) >= 1.0
         status = "failed" if errored and not done else "finished" if done else "stopped" if records else "not started"

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
+from romi.layout import trial_name
 from romi.progress import format_duration
 from romi.tune.spec import SweepSpec
-from romi.tune.trainable import trial_name
 
 Log = Callable[[str], None]
 TIMED_STEPS = 30

@@ -16,17 +16,15 @@ from typing import Any
 
 from romi.config import METHOD_TABLE
 from romi.errors import PreflightError
+from romi.layout import MANIFEST_FILE, TrialStatus, trial_name
 from romi.tune import preflight
 from romi.tune.cluster_checks import check_cluster
 from romi.tune.plan import SweepPlan, make_plan, make_progress_reporter
 from romi.tune.quiet import quiet_driver_logs
 from romi.tune.spec import SweepSpec, TrialResources, check_datasets  # noqa: F401 (callers import check_datasets)
-from romi.tune.trainable import romi_trainable, trial_name
+from romi.tune.trainable import romi_trainable
 
 DEFAULT_STORAGE = "runs/sweeps"
-MANIFEST_FILE = "romi_sweep.json"
-"""Every trial the sweep file asks for, written before the first trial: a report on an interrupted
-sweep lists the trials that never started, which Tune's own files do not."""
 
 
 def _storage_uri(storage: str) -> str:
@@ -186,7 +184,7 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
 
 
 @dataclass(frozen=True)
-class TrialStatus:
+class TrialOutcome:
     """Where one trial of a sweep stands after `run_sweep` returns (possibly interrupted)."""
 
     task: str
@@ -194,10 +192,10 @@ class TrialStatus:
     seed: int
     step: int | None
     score: float | None
-    status: str  # finished | stopped | failed | not started (as `romi report` says)
+    status: TrialStatus
 
 
-def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialStatus]:
+def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialOutcome]:
     """One row per trial of the spec, matched to its Tune result by name. An interrupted sweep's
     grid also holds trials that never started (no metrics): they must not read as finished."""
     results = {trial_name(r.config): r for r in grid if r.config}
@@ -212,5 +210,5 @@ def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialStatus]:
             status = "finished"
         else:
             status = "stopped" if step is not None else "not started"
-        rows.append(TrialStatus(config.task, config.method, config.seed, step, metrics.get("score"), status))
+        rows.append(TrialOutcome(config.task, config.method, config.seed, step, metrics.get("score"), status))
     return rows

@@ -1,13 +1,15 @@
 """The Tune trainable: one (task, method, seed) through `romi.pipeline.Run`, reported to Tune.
 
-It is a thin layer: every evaluation is reported with a checkpoint of the whole run, so a trial that
-fails is retried from its last evaluation with no repeated or missing evaluations, and a resumed
-sweep never recomputes a finished trial.
+It is a thin layer: every evaluation is reported with a checkpoint of the whole run (`Run.save`: the
+same files as a `romi train` directory, see `romi.layout`), so a trial that fails is retried from its
+last evaluation with no repeated or missing evaluations, and a resumed sweep never recomputes a
+finished trial. Tune's result.json is written by the driver and can lose or repeat the line reported
+just before a trial fails (seen under load on 2 cores); the checkpointed `evaluations.jsonl` is
+complete by construction, and `romi.analysis.load_results` prefers it.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,19 +18,11 @@ import torch
 
 from romi.artifacts import ArtifactStore
 from romi.config import build_run_config
-from romi.errors import CheckpointError
 from romi.imagination.rollout import build_buffer_in_process
-from romi.pipeline import Run
+from romi.layout import trial_name
+from romi.pipeline import Run, read_state
 
-CHECKPOINT_FILE = "run.pt"
-EVALUATIONS_FILE = "evaluations.jsonl"
-"""Every evaluation reported so far, saved in each checkpoint. Tune's result.json is written by the driver
-and can lose or repeat the line reported just before a trial fails (seen under load on 2 cores); the
-checkpointed history is complete by construction, and `romi.analysis.load_results` prefers it."""
-
-
-def trial_name(config: dict[str, Any]) -> str:
-    return f"{config['task']}_{config['method']}_seed{config['seed']}"
+__all__ = ["romi_trainable", "trial_name"]
 
 
 def romi_trainable(trial: dict[str, Any]) -> None:
@@ -47,6 +41,13 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     config = build_run_config(trial["task"], trial["method"], trial["seed"], trial["profile"], trial["overrides"])
     if context.get_trial_resources().required_resources.get("GPU", 0) > 0:
         config = config.model_copy(update={"device": "cuda"})
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # read before the minutes of setup: a damaged one is refused at once
+        with checkpoint.as_directory() as directory:
+            state = read_state(Path(directory), config,
+                               f"trial {trial_name(trial)} cannot continue from {checkpoint.path}: rerun the "
+                               "sweep with --overwrite to start it over (its trained models are kept)")
     lock = RayBuildLock(owner=context.get_trial_id()) if trial.get("coordinated", True) else None
     artifacts = ArtifactStore(trial["artifacts"], lock=lock)
     # No more actors than the trial's placement group has bundles for (one is the trial's own): a
@@ -55,38 +56,15 @@ def romi_trainable(trial: dict[str, Any]) -> None:
     workers = min(int(trial.get("rollout_workers", 0)), max(0, bundles - 1))
     builder = RayBufferBuilder(workers, log=print) if workers > 0 else build_buffer_in_process
     run = Run(config, artifacts, buffer_builder=builder, log=print)
-    run.setup()
-    run.start_clock()
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            path = Path(directory) / CHECKPOINT_FILE
-            try:
-                state = torch.load(path, weights_only=False)
-            except Exception as err:  # a damaged file: say which, not a torch traceback
-                raise CheckpointError(
-                    f"checkpoint {checkpoint.path}/{CHECKPOINT_FILE} of trial {trial_name(trial)} is corrupt or "
-                    f"truncated ({type(err).__name__}: {err})",
-                    "this trial cannot continue from it: rerun the sweep with --overwrite to start it over "
-                    "(its trained models are kept)",
-                ) from None
-            run.load_state_dict(state)
+    if state is not None:
+        run.load_state_dict(state)
         print(f"resumed from step {run.step:,}")
-
-    identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
-
-    def reported(evaluation: dict[str, Any]) -> dict[str, Any]:
-        return {**identity, **evaluation, "done_fraction": evaluation["step"] / (config.gradient_steps or 1)}
 
     for record in run.train():
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(run.state_dict(), Path(directory) / CHECKPOINT_FILE)
-            # `run.history` holds every evaluation so far (restored with the run on resume), this one included.
-            lines = [json.dumps(reported(evaluation)) for evaluation in run.history]
-            (Path(directory) / EVALUATIONS_FILE).write_text("\n".join(lines) + "\n")
+            run.save(Path(directory))
             # `timesteps_total` is what Tune's TensorBoard logger uses as the x-axis (else training_iteration).
-            tune.report({**reported(record.flat()), "timesteps_total": record.step},
+            tune.report({**run.history[-1], "timesteps_total": record.step},
                         checkpoint=tune.Checkpoint.from_directory(directory))
         _maybe_fail_once(trial, run.step)
 
