@@ -20,7 +20,7 @@ from rich.table import Table
 from romi.errors import RomiError
 
 if TYPE_CHECKING:
-    from romi.data.tasks import TaskSpec
+    from romi.tasks import TaskSpec
 
 app = typer.Typer(
     help="ROMI (Reverse Offline Model-based Imagination) benchmarks on Ray.",
@@ -97,7 +97,7 @@ def _size(num_bytes: int) -> str:
 def data_list() -> None:
     """Every paper task, which of its datasets are present, and their size."""
     from romi.data.minari_io import dataset_present, dataset_size_bytes, datasets_root
-    from romi.data.tasks import TASKS
+    from romi.tasks import TASKS
 
     table = Table(title=f"romi tasks (Minari store: {datasets_root()})")
     for column in ("task", "tables", "official dataset", "local dataset", "local recipe"):
@@ -145,7 +145,7 @@ def data_make(
 
     from romi.data.make import make_dataset
     from romi.data.make.locomotion import data_steps
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     spec = get_task(task)
     with Progress(
@@ -187,8 +187,8 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         load_transitions,
         read_metadata,
     )
-    from romi.data.tasks import get_task
     from romi.errors import DatasetCorruptError
+    from romi.tasks import get_task
 
     spec = get_task(task)
     console.print(f"[bold]{spec.name}[/]  domain {spec.domain}, paper tables {spec.tables}")
@@ -485,7 +485,7 @@ def imagine(
 
 
 def _maze2d_task(name: str) -> TaskSpec:
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     spec = get_task(name)
     if spec.domain != "maze2d":

@@ -16,10 +16,10 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from romi.data.tasks import get_task
 from romi.errors import ConfigError
+from romi.tasks import get_task
+from romi.types import Direction
 
-Direction = Literal["reverse", "forward"]
 Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
 Profile = Literal["paper", "reduced", "quick"]
 METHODS: tuple[str, ...] = get_args(Method)

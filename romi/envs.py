@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-from romi.data.tasks import TaskSpec
+from romi.tasks import TaskSpec
 
 MAZE_SCALING = {"maze2d": 1.0, "antmaze": 4.0}
 GOAL_RADIUS = 0.5
@@ -150,7 +150,7 @@ def fixed_goal_maze(task: str) -> gym.Env:
     simulator, with no time limit of its own (the spec's `max_episode_steps` sets the horizon)."""
     from gymnasium.envs.registration import load_env_creator
 
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     spec = get_task(task)
     register_robotics_envs()

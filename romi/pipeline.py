@@ -28,7 +28,6 @@ from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
-from romi.data.tasks import TaskSpec, get_task
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
 from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
@@ -39,6 +38,7 @@ from romi.imagination.sampler import MixedSampler, return_weights
 from romi.io import atomic_torch_save, atomic_write_text
 from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
 from romi.progress import Reporter
+from romi.tasks import TaskSpec, get_task
 
 Log = Callable[[str], None]
 

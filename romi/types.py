@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+Direction = Literal["reverse", "forward"]
+"""Which way a dynamics model runs: reverse p(s, r | s', a) (ROMI) or forward p(s', r | s, a) (FOMI)."""
+RolloutKind = Literal["cvae", "rbc", "uniform"]
+"""The rollout policy G(a | s') (reverse) or pi(a | s) (forward) that picks imagined actions."""
 
 
 class Batch(NamedTuple):

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from romi.cli import app
 from romi.config import build_run_config, parse_overrides
 from romi.data.minari_io import dataset_dir, datasets_root
-from romi.data.tasks import TASKS
 from romi.errors import PreflightError
+from romi.tasks import TASKS
 from romi.tune.preflight import ClusterResources, check_resources
 from romi.tune.spec import load_sweep
 

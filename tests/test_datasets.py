@@ -19,9 +19,9 @@ from romi.data.minari_io import (
     resolve_dataset_id,
     write_dataset,
 )
-from romi.data.tasks import TASKS
 from romi.envs import goal_xy, maze_reward
 from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError, RomiError
+from romi.tasks import TASKS
 
 runner = CliRunner()
 

@@ -318,8 +318,8 @@ def test_fit_rejects_too_little_data() -> None:
 
 def test_the_artifact_store_continues_an_interrupted_fit_and_clears_its_progress(tmp_path) -> None:
     from romi.artifacts import ArtifactStore, artifact_key
-    from romi.data.tasks import get_task
     from romi.imagination import build
+    from romi.tasks import get_task
 
     t, _ = linear_system(500)
     config = TINY.model_copy(update={"max_epochs": 6, "patience": 100})

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from romi.artifacts import ArtifactStore
 from romi.config import METHOD_TABLE, build_run_config
-from romi.data.tasks import TASKS, get_task
 from romi.envs import cell_to_xy, free_cells, make_eval_env, xy_to_cell
 from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
 from romi.pipeline import Run
+from romi.tasks import TASKS, get_task
 from romi.tune.spec import load_sweep
 
 TABLE_FILES = sorted((Path(__file__).parents[1] / "tune_configs").glob("table[1-4].yaml"))

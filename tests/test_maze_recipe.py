@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from romi.data.make.maze import GoalSeekingActor, WaypointController, shortest_path
-from romi.data.tasks import TASKS
 from romi.envs import GOAL_RADIUS, cell_to_xy, goal_xy, make_eval_env, maze_map, maze_reward, xy_to_cell
+from romi.tasks import TASKS
 
 LAYOUT_TASKS = ["maze2d-umaze-sparse", "maze2d-medium-sparse", "maze2d-large-sparse"]
 

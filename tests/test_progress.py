@@ -139,8 +139,8 @@ class Recorder(Reporter):
 
 def test_dynamics_bar_sees_every_epoch_and_changes_no_weight(umaze_dataset: str, tmp_path: Path) -> None:
     from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
-    from romi.data.tasks import get_task
     from romi.imagination import build
+    from romi.tasks import get_task
 
     task = get_task(umaze_dataset)
     dataset_id = resolve_dataset_id(task)
@@ -161,8 +161,8 @@ def test_dynamics_bar_sees_every_epoch_and_changes_no_weight(umaze_dataset: str,
 def test_a_resumed_dynamics_fit_times_only_its_own_epochs(umaze_dataset: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
-    from romi.data.tasks import get_task
     from romi.imagination import build
+    from romi.tasks import get_task
 
     class Ticking:  # every reading of the clock is 10 s after the previous one
         def __init__(self) -> None:

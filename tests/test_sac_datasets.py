@@ -35,8 +35,8 @@ from romi.data.make.sac import (
     unit_actions,
 )
 from romi.data.minari_io import dataset_present, load_transitions, read_metadata
-from romi.data.tasks import TASKS
 from romi.errors import RomiError, UnknownTaskError
+from romi.tasks import TASKS
 
 runner = CliRunner()
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from romi.data.tasks import DATASET_TO_TASK, TASKS, get_task, tasks_in_table
 from romi.envs import cell_to_xy, maze_map, xy_to_cell
 from romi.errors import UnknownTaskError
+from romi.tasks import DATASET_TO_TASK, TASKS, get_task, tasks_in_table
 
 
 def test_registry_holds_the_24_paper_tasks() -> None:

@@ -19,10 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from romi.config import BCQConfig
-from romi.models.cvae import CVAE, cvae_loss
 from romi.nets import (
+    CVAE,
     EnsembleCritic,
     as_batch_tensor,
+    cvae_loss,
     make_generators,
     mlp,
     seeded_init,

@@ -233,7 +233,7 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
     """The paper's Figure 3 (g)/(h): imagined trajectories over the maze, reverse beside forward, from
     the same dataset states. Reverse ones end in the data; forward ones start there and can run into
     walls. `models` maps direction -> (dynamics model, rollout policy)."""
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     task = get_task(task_name)
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
@@ -268,10 +268,10 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     from romi.agents import make_agent
     from romi.config import load_run_config
     from romi.data.minari_io import load_transitions, resolve_dataset_id
-    from romi.data.tasks import get_task
     from romi.envs import goal_xy, make_eval_env
     from romi.evaluation import evaluate
     from romi.models.rollout_policy import UniformRolloutPolicy
+    from romi.tasks import get_task
 
     task = get_task(task_name)
     if task.domain != "maze2d":

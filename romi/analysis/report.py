@@ -88,7 +88,7 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
             maze = sorted(t for t in results["task"].unique() if t.startswith("maze2d"))
             if maze and any((sweep_dir / "artifacts" / "dynamics").glob("*/info.json")):
                 from romi.data.minari_io import resolve_dataset_id
-                from romi.data.tasks import get_task
+                from romi.tasks import get_task
 
                 # Results pulled from a cluster often come without the dataset (or with part of the
                 # artifacts): the tables are still the report; these figures are skipped, with a warning.

@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from romi.data.tasks import DATASET_TO_TASK, TaskSpec, get_task
 from romi.data.transitions import Transitions, episode_returns
 from romi.envs import flatten_maze_observation, goal_xy, maze_reward
 from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError, DatasetOutdatedError
 from romi.io import atomic_save_npz
+from romi.tasks import DATASET_TO_TASK, TaskSpec, get_task
 
 DataSource = Literal["auto", "official", "local"]
 _META = "metadata.json"

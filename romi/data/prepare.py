@@ -23,7 +23,7 @@ def plan_dataset(task_name: str, data_source: str = "auto") -> tuple[str, str]:
     """(action, dataset id) that gives `task_name` a dataset under `data_source`; action is present,
     download or make. Prefers the official dataset, as training does (`resolve_dataset_id`)."""
     from romi.data.minari_io import resolve_dataset_id
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     task = get_task(task_name)
     try:

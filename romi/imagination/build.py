@@ -16,14 +16,15 @@ import numpy as np
 import torch
 
 from romi.artifacts import ArtifactStore, artifact_key
-from romi.config import Direction, DynamicsConfig, RolloutPolicyConfig
-from romi.data.tasks import TaskSpec
+from romi.config import DynamicsConfig, RolloutPolicyConfig
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy
 from romi.imagination.rollout import BufferRequest, Rollouts, shard_plan
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import RolloutPolicyModule, build_rollout_policy, train_rollout_policy
 from romi.progress import DynamicsEpoch, EpochTimer, Reporter
+from romi.tasks import TaskSpec
+from romi.types import Direction
 
 Log = Callable[[str], None]
 

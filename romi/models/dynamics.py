@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
 from romi.io import atomic_torch_save
 from romi.models.ensemble import GaussianEnsemble
+from romi.types import Direction
 
-Direction = Literal["reverse", "forward"]
 ProgressCallback = Callable[[int, dict[str, float]], None]
 """Called after every epoch with (epoch, metrics)."""
 

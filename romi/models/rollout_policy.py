@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +27,9 @@ from torch import nn
 
 from romi.config import RolloutPolicyConfig
 from romi.data.transitions import Transitions
-from romi.models.cvae import CVAE, cvae_loss
-from romi.nets import tanh_gaussian_log_prob
+from romi.nets import CVAE, cvae_loss, tanh_gaussian_log_prob
+from romi.types import Direction, RolloutKind
 
-RolloutKind = Literal["cvae", "rbc", "uniform"]
-Direction = Literal["reverse", "forward"]
 ProgressCallback = Callable[[int, dict[str, float]], None]
 """Called every `LOG_EVERY` iterations (and at the end) with (iteration, metrics)."""
 LOG_EVERY = 1000

@@ -273,8 +273,8 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
     """The sweep's plan: measured timings times the work left (`experiment` holds what is done)."""
     from romi.artifacts import ArtifactStore
     from romi.data.minari_io import dataset_fingerprint, read_metadata
-    from romi.data.tasks import get_task
     from romi.imagination import build
+    from romi.tasks import get_task
     from romi.tune.spec import check_datasets
 
     datasets = check_datasets(spec)

@@ -131,7 +131,7 @@ def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
 def check_datasets(spec: SweepSpec) -> dict[str, str]:
     """task -> dataset id for every task of the sweep; all missing ones reported at once."""
     from romi.data.minari_io import resolve_dataset_id
-    from romi.data.tasks import get_task
+    from romi.tasks import get_task
 
     found, missing = {}, []
     data_source = spec.overrides.get("data_source", "auto")

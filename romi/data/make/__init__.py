@@ -15,8 +15,8 @@ from romi.data.minari_io import (
     read_metadata,
     write_dataset,
 )
-from romi.data.tasks import TaskSpec, get_task
 from romi.errors import DatasetExistsError, RomiError
+from romi.tasks import TaskSpec, get_task
 
 Progress = Callable[[int], None]
 """Called with the number of environment steps just taken (for progress bars)."""

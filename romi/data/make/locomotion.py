@@ -29,7 +29,7 @@ from romi.data.make.sac import (
     first_reaching,
     format_duration,
 )
-from romi.data.tasks import TaskSpec
+from romi.tasks import TaskSpec
 
 DEFAULT_STEPS = 1_000_000
 Log = Callable[[str], None]

@@ -21,7 +21,6 @@ import numpy as np
 
 from romi.data.make import Progress
 from romi.data.make.common import RecipeResult, episode_buffer, mean_return, random_actor
-from romi.data.tasks import TaskSpec
 from romi.envs import (
     MAZE_EVAL_ENV_VERSION,
     MAZE_SCALING,
@@ -32,6 +31,7 @@ from romi.envs import (
     register_robotics_envs,
     xy_to_cell,
 )
+from romi.tasks import TaskSpec
 
 # D4RL's maze2d-{umaze,medium,large}-v1 hold 1M, 2M and 4M transitions; so do ours by default.
 DEFAULT_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}

@@ -15,9 +15,9 @@ from types import MappingProxyType
 from typing import Literal
 
 from romi.errors import UnknownTaskError
+from romi.types import RolloutKind
 
 Domain = Literal["maze2d", "antmaze", "hopper", "walker2d", "halfcheetah"]
-RolloutKind = Literal["cvae", "rbc", "uniform"]
 Recipe = Literal["maze", "locomotion-random", "locomotion-sac"]
 
 
