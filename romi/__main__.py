@@ -1,0 +1,5 @@
+"""`python -m romi` = the `romi` command."""
+
+from romi.cli import main
+
+main()
