@@ -17,8 +17,8 @@ from romi.data.minari_io import (
     load_transitions,
     read_metadata,
     resolve_dataset_id,
-    write_dataset,
 )
+from romi.data.minari_write import write_dataset
 from romi.envs import goal_xy, maze_reward
 from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError, RomiError
 from romi.tasks import TASKS

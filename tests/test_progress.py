@@ -25,6 +25,7 @@ from romi.progress import (
     format_dynamics_epoch,
 )
 from romi.tune import plan as sweep_plan
+from romi.tune import timing as timing_mod
 from romi.tune.quiet import ANALYSIS_LOGGER, CHECKPOINT_LOGGERS, TUNE_LOGGER, quiet_driver_logs, quiet_trial_logs
 
 TINY_DYNAMICS = {"max_epochs": 3, "batches_per_epoch": 5, "hidden_dim": 16}
@@ -231,7 +232,7 @@ def test_expected_duration_and_evaluation_count() -> None:
 
 
 def test_trial_work_counts_steps_evaluations_and_the_model_buffer(umaze_dataset: str) -> None:
-    timing = sweep_plan.LearnerTiming(seconds_per_step=0.01, seconds_per_action=0.001)
+    timing = timing_mod.LearnerTiming(seconds_per_step=0.01, seconds_per_action=0.001)
     romi = build_run_config(umaze_dataset, "ROMI-BCQ", 0, "quick", TINY)
     work = sweep_plan.trial_work(romi, 60, timing, horizon=300, imagine_seconds=1e-4, rollout_workers=2)
     assert work.name == "maze2d-umaze-sparse_ROMI-BCQ_seed0" and work.steps == 60
@@ -243,13 +244,13 @@ def test_trial_work_counts_steps_evaluations_and_the_model_buffer(umaze_dataset:
 def test_learners_are_timed_for_real_at_the_configs_sizes(umaze_dataset: str) -> None:
     for method in ("BCQ", "CQL"):
         config = build_run_config(umaze_dataset, method, 0, "quick", TINY)
-        timing = sweep_plan.time_learner(config, 4, 2)
+        timing = timing_mod.time_learner(config, 4, 2)
         assert 0 < timing.seconds_per_step < 1 and 0 < timing.seconds_per_action < 1
     small = build_run_config(umaze_dataset, "BCQ", 0, "quick", TINY)
     big = build_run_config(umaze_dataset, "BCQ", 0, "quick", {**TINY, "bcq": {"actor_hidden": [512, 512],
                                                                             "critic_hidden": [512, 512],
                                                                             "batch_size": 512}})
-    assert sweep_plan.time_learner(big, 4, 2).seconds_per_step > sweep_plan.time_learner(small, 4, 2).seconds_per_step
+    assert timing_mod.time_learner(big, 4, 2).seconds_per_step > timing_mod.time_learner(small, 4, 2).seconds_per_step
 
 
 def test_plan_counts_models_and_skips_those_in_the_store(umaze_dataset: str, tmp_path: Path) -> None:

@@ -1,22 +1,17 @@
-"""Read Minari datasets into `Transitions`, and write home-made ones atomically.
+"""Read Minari datasets into `Transitions` (writing home-made ones: `romi.data.minari_write`).
 
 Official datasets are read with Minari's own storage classes under their official ids; home-made
 ones live under `local/...` in the same store (`MINARI_DATASETS_PATH`, default ~/.minari/datasets),
-so the official path never picks up home-made data. Writes go to a staging directory beside the
-store and are renamed into place only when complete: an interrupted `romi data make` never leaves a
-dataset that looks finished.
+so the official path never picks up home-made data. A decoded copy of each dataset is cached beside
+the store (`steps_cache_dir`), so only the first load pays Minari's per-episode reading.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +20,7 @@ import numpy as np
 
 from romi.data.transitions import Transitions, episode_returns
 from romi.envs import flatten_maze_observation, goal_xy, maze_reward
-from romi.errors import DatasetCorruptError, DatasetExistsError, DatasetMissingError, DatasetOutdatedError
+from romi.errors import DatasetCorruptError, DatasetMissingError, DatasetOutdatedError
 from romi.io import atomic_save_npz
 from romi.tasks import DATASET_TO_TASK, TaskSpec, get_task
 
@@ -341,92 +336,3 @@ def load_transitions(task_or_dataset_id: str, source: DataSource = "auto") -> Tr
     )
     transitions.check_finite(f"dataset {dataset_id!r}", _recreate_hint(dataset_id))
     return transitions
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _minari_root(path: Path) -> Iterator[None]:
-    """Point Minari at another store for the duration (Minari reads the variable at call time)."""
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
-
-
-def write_dataset(
-    dataset_id: str,
-    episodes: Sequence[Any],
-    *,
-    env_id: str,
-    eval_env: Any,
-    ref_min_score: float,
-    ref_max_score: float,
-    description: str,
-    extra_metadata: dict[str, Any],
-    overwrite: bool = False,
-    algorithm_name: str = "romi",
-) -> Path:
-    """Write Minari `EpisodeBuffer`s as dataset `dataset_id`, atomically; returns its directory.
-
-    The dataset is built in a staging store beside the real one and renamed into place only when
-    complete, so an interrupted write leaves nothing under `dataset_id`.
-    """
-    import minari
-
-    final = dataset_dir(dataset_id)
-    if final.exists() and not overwrite:
-        raise DatasetExistsError(f"dataset {dataset_id!r} already exists at {final}", "pass --overwrite to replace it")
-    staging_root = datasets_root().parent / f".romi-staging-{uuid.uuid4().hex[:12]}"
-    try:
-        with _minari_root(staging_root), warnings.catch_warnings():
-            # Minari nags about author/e-mail/permalink; provenance is in our description and metadata.
-            warnings.filterwarnings("ignore", message=r"`(code_permalink|author|author_email)` is set to None")
-            minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=list(episodes),
-                env=env_id,
-                eval_env=eval_env,
-                algorithm_name=algorithm_name,
-                ref_min_score=ref_min_score,
-                ref_max_score=ref_max_score,
-                description=description,
-                data_format="hdf5",
-            )
-        metadata_path = staging_root / dataset_id / "data" / _META
-        metadata = json.loads(metadata_path.read_text())
-        metadata.update(extra_metadata)
-        metadata_path.write_text(json.dumps(metadata, default=str))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _ensure_namespace_metadata(dataset_id)
-        if final.exists():
-            trash = final.with_name(final.name + f".old-{uuid.uuid4().hex[:8]}")
-            final.rename(trash)
-            (staging_root / dataset_id).rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            (staging_root / dataset_id).rename(final)
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
-    return final
-
-
-def _ensure_namespace_metadata(dataset_id: str) -> None:
-    """Minari lists namespaces by their metadata file; create it as Minari would if missing."""
-    from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.namespace import create_namespace, list_local_namespaces
-
-    namespace = parse_dataset_id(dataset_id)[0]
-    if namespace is None:
-        return
-    with contextlib.suppress(ValueError):
-        if namespace not in list_local_namespaces():
-            create_namespace(namespace)

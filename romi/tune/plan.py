@@ -12,155 +12,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
-
-from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
+from romi.config import DynamicsConfig, RunConfig
 from romi.layout import trial_name
 from romi.progress import format_duration
 from romi.tune.spec import SweepSpec
+from romi.tune.timing import (
+    LearnerTiming,
+    time_dynamics_batch,
+    time_imagination,
+    time_learner,
+    time_rollout_policy_iteration,
+)
 
 Log = Callable[[str], None]
-TIMED_STEPS = 30
-"""Gradient steps timed per learner (after a few untimed warm-up steps), at most `TIME_BUDGET_S`."""
-TIME_BUDGET_S = 2.0
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring
-# --------------------------------------------------------------------------------------------
-@contextmanager
-def _measuring(threads: int) -> Iterator[None]:
-    """Time with the trial's torch threads, and leave the driver's global RNG and threads as they were."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _seconds_per_call(call: Callable[[], Any], *, warmup: int = 3, calls: int = TIMED_STEPS,
-                      budget: float = TIME_BUDGET_S) -> float:
-    for _ in range(warmup):
-        call()
-    started, done = time.perf_counter(), 0
-    while done < calls and (done == 0 or time.perf_counter() - started < budget):
-        call()
-        done += 1
-    return (time.perf_counter() - started) / done
-
-
-def _random_batch(config: RunConfig, obs_dim: int, act_dim: int) -> Any:
-    from romi.types import Batch
-
-    size = config.bcq.batch_size if config.method_spec.learner == "bcq" else config.cql.batch_size
-    return Batch(torch.randn(size, obs_dim), torch.rand(size, act_dim) * 2 - 1, torch.randn(size),
-                 torch.randn(size, obs_dim), torch.zeros(size))
-
-
-@dataclass(frozen=True)
-class LearnerTiming:
-    seconds_per_step: float
-    seconds_per_action: float
-    """One `agent.act` on one observation, as an evaluation episode calls it."""
-
-    @property
-    def steps_per_second(self) -> float:
-        return 1.0 / self.seconds_per_step
-
-
-def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1) -> LearnerTiming:
-    """Real gradient steps and action choices of the config's learner (BCQ or CQL) at its sizes, on
-    random data (the cost of a step does not depend on the numbers in it)."""
-    from romi.agents.bcq import BCQ
-    from romi.agents.cql import CQL
-
-    with _measuring(threads):
-        if config.method_spec.learner == "bcq":
-            agent: Any = BCQ(obs_dim, act_dim, 1.0, config.bcq, seed=0)
-        else:
-            agent = CQL(obs_dim, act_dim, 1.0, config.cql, seed=0)
-            # Past the behaviour-cloning warm-up: the step most of a run's steps are (it also asks the critic).
-            agent.step = config.cql.bc_steps
-        batch = _random_batch(config, obs_dim, act_dim)
-        step = _seconds_per_call(lambda: agent.update(batch))
-        observation = torch.randn(obs_dim).numpy()
-        act = _seconds_per_call(lambda: agent.act(observation), calls=10 * TIMED_STEPS, budget=TIME_BUDGET_S / 4)
-    return LearnerTiming(step, act)
-
-
-def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, threads: int = 1) -> float:
-    """Seconds per training batch of the dynamics ensemble (the loss and update of `DynamicsModel.fit`)."""
-    from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member
-
-    with _measuring(threads):
-        model = DynamicsModel(obs_dim, act_dim, config, "reverse")
-        ensemble = model.ensemble
-        optimizer = torch.optim.Adam(ensemble.parameters(), lr=config.learning_rate)
-        inputs = torch.randn(config.ensemble_size, config.batch_size, obs_dim + act_dim)
-        targets = torch.randn(config.ensemble_size, config.batch_size, 1 + obs_dim)
-
-        def batch() -> None:
-            mean, logvar = ensemble(inputs)
-            loss = (gaussian_nll_per_member(mean, logvar, targets).sum() + ensemble.weight_decay_loss()
-                    + config.logvar_bound_weight * ensemble.logvar_bound_loss())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return _seconds_per_call(batch, calls=10)
-
-
-def time_rollout_policy_iteration(config: RolloutPolicyConfig, obs_dim: int, act_dim: int,
-                                  threads: int = 1) -> float:
-    """Seconds per training iteration of the rollout policy (0 for the uniform one, which trains nothing)."""
-    from romi.models.rollout_policy import UniformRolloutPolicy, build_rollout_policy
-
-    assert config.kind is not None
-    with _measuring(threads):
-        policy = build_rollout_policy(config.kind, obs_dim, act_dim, 1.0, config)
-        if isinstance(policy, UniformRolloutPolicy):
-            return 0.0
-        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
-        states, actions = torch.randn(config.batch_size, obs_dim), torch.rand(config.batch_size, act_dim) * 2 - 1
-
-        def iteration() -> None:
-            loss, _ = policy.loss(states, actions)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return _seconds_per_call(iteration, calls=10)
-
-
-def time_imagination(config: RunConfig, obs_dim: int, act_dim: int, domain: str, threads: int = 1) -> float:
-    """Seconds per imagined transition: a real shard of a few rollout batches of an untrained model."""
-    from romi.imagination.rollout import generate_shard
-    from romi.models.dynamics import DynamicsModel
-    from romi.models.rollout_policy import build_rollout_policy
-    from romi.models.termination import termination_fn
-
-    imagination = config.imagination
-    assert imagination.horizon is not None and config.rollout_policy.kind is not None
-    with _measuring(threads):
-        model = DynamicsModel(obs_dim, act_dim, config.dynamics, "reverse").eval()
-        policy = build_rollout_policy(config.rollout_policy.kind, obs_dim, act_dim, 1.0, config.rollout_policy)
-        pool = torch.randn(4 * imagination.start_batch_size, obs_dim)
-        size = 3 * imagination.start_batch_size
-        seconds = _seconds_per_call(
-            lambda: generate_shard(model, policy, pool, None, size, imagination.horizon or 1,
-                                   termination_fn(domain, np.zeros(2) if domain == "antmaze" else None),
-                                   imagination.start_batch_size, seed=0),
-            warmup=1, calls=2)
-    return seconds / size
 
 
 # --------------------------------------------------------------------------------------------

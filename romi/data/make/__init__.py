@@ -13,8 +13,8 @@ from romi.data.minari_io import (
     dataset_size_bytes,
     load_transitions,
     read_metadata,
-    write_dataset,
 )
+from romi.data.minari_write import write_dataset
 from romi.errors import DatasetExistsError, RomiError
 from romi.tasks import TaskSpec, get_task
 

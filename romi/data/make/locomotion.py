@@ -236,7 +236,8 @@ def _policy_episodes(
 def _write_expert(
     task: TaskSpec, episodes: list[Any], seed: int, steps: int, behaviour: dict[str, Any], sentence: str, log: Log
 ) -> None:
-    from romi.data.minari_io import dataset_present, write_dataset
+    from romi.data.minari_io import dataset_present
+    from romi.data.minari_write import write_dataset
 
     dataset_id = expert_dataset_id(task)
     if dataset_present(dataset_id):
