@@ -27,8 +27,8 @@ from romi.data.make.sac import (
     CheckpointRecord,
     SACBehaviourConfig,
     first_reaching,
-    format_duration,
 )
+from romi.progress import format_duration
 from romi.tasks import TaskSpec
 
 DEFAULT_STEPS = 1_000_000

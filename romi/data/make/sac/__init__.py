@@ -17,7 +17,7 @@ from romi.data.make.sac.config import SACBehaviourConfig, default_behaviour_root
 from romi.data.make.sac.policy import SACPolicy, squashed_gaussian_action
 from romi.data.make.sac.recording import Recorder, replay_episodes
 from romi.data.make.sac.rllib import UniformReplay, quiet_rllib, unit_actions
-from romi.data.make.sac.run import BehaviourRun, TrainingProgress, format_duration, format_progress
+from romi.data.make.sac.run import BehaviourRun, TrainingProgress, format_progress
 from romi.data.make.sac.selection import (
     CheckpointRecord,
     ThresholdNotReachedError,
@@ -30,6 +30,6 @@ from romi.data.make.sac.selection import (
 __all__ = [
     "BehaviourRun", "CheckpointRecord", "Recorder", "SACBehaviourConfig", "SACPolicy", "ThresholdNotReachedError",
     "TrainingProgress", "UniformReplay", "best_checkpoint", "choose_medium", "closest_up_to_first_reaching",
-    "default_behaviour_root", "first_reaching", "format_duration", "format_progress", "quiet_rllib",
+    "default_behaviour_root", "first_reaching", "format_progress", "quiet_rllib",
     "replay_episodes", "squashed_gaussian_action", "unit_actions",
 ]

@@ -43,6 +43,7 @@ from romi.data.make.sac.rllib import (
 from romi.data.make.sac.selection import CheckpointRecord, best_checkpoint, choose_medium, first_reaching
 from romi.errors import RomiError
 from romi.io import atomic_dir, atomic_save_npz, atomic_write_text
+from romi.progress import format_duration
 
 Log = Callable[[str], None]
 STATE_FILE = "state.json"
@@ -62,14 +63,6 @@ class TrainingProgress:
     last_eval_return: float | None
     steps_per_second: float
     eta_seconds: float | None
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def format_progress(p: TrainingProgress) -> str:
