@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from romi.io import atomic_dir
 
 
 def artifact_key(artifact_kind: str, /, **identity: Any) -> str:
@@ -129,18 +130,14 @@ class ArtifactStore:
         return Artifact(module, info, built=False, path=directory)
 
     def _save(self, key: str, module: nn.Module, info: dict[str, Any]) -> None:
-        final = self.path(key)
-        staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-        staging.mkdir(parents=True)
-        try:
+        def write(staging: Path) -> None:
+            staging.mkdir(parents=True)
             torch.save(module.state_dict(), staging / "state.pt")
             (staging / "info.json").write_text(json.dumps(info, indent=2, default=str))
             if self.remote:
                 self._upload(key, staging)
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        atomic_dir(self.path(key), write)
 
     def _upload(self, key: str, local: Path) -> None:
         import pyarrow.fs
@@ -153,13 +150,9 @@ class ArtifactStore:
     def _download(self, key: str) -> None:
         import pyarrow.fs
 
-        final = self.path(key)
-        staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-        staging.mkdir(parents=True)
-        try:
+        def write(staging: Path) -> None:
+            staging.mkdir(parents=True)
             for name in ("state.pt", "info.json"):
                 pyarrow.fs.copy_files(f"{self.base}/{key}/{name}", str(staging / name), source_filesystem=self.fs)
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        atomic_dir(self.path(key), write)

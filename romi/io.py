@@ -66,6 +66,13 @@ def atomic_dir(final: str | os.PathLike[str], write: Callable[[Path], Any]) -> N
     staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(staging)
+        for path in staging.rglob("*"):  # on disk before the rename makes them visible
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

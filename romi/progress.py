@@ -84,9 +84,12 @@ class EpochTimer:
     def __init__(self, clock: Clock = time.perf_counter) -> None:
         self._clock = clock
         self._start = clock()
+        self._epochs = 0
 
-    def mean(self, epochs_done: int) -> float:
-        return (self._clock() - self._start) / max(epochs_done, 1)
+    def epoch_done(self) -> float:
+        """Call at the end of each epoch timed here (a resumed fit's earlier epochs are not): the mean so far."""
+        self._epochs += 1
+        return (self._clock() - self._start) / self._epochs
 
 
 class Reporter:

@@ -74,9 +74,9 @@ def test_epoch_timer_is_the_mean_since_the_start() -> None:
     clock = FakeClock()
     timer = EpochTimer(clock)
     clock.now = 3.0
-    assert timer.mean(1) == 3.0
+    assert timer.epoch_done() == 3.0
     clock.now = 5.0
-    assert timer.mean(2) == 2.5
+    assert timer.epoch_done() == 2.5
 
 
 def test_line_reporter_throttles_epochs_but_always_shows_the_first_and_the_last() -> None:

@@ -43,26 +43,30 @@ class DataIdentity:
                 "seed": seed, "obs_dim": self.obs_dim, "act_dim": self.act_dim}
 
 
-def dynamics_identity(identity: DataIdentity, direction: Direction, seed: int,
-                      config: DynamicsConfig) -> dict[str, Any]:
-    return {**identity.with_(direction, seed), "config": config.model_dump()}
+@dataclass(frozen=True)
+class ArtifactId:
+    """What a model is (its kind and everything it depends on) and, from that, its key in the store."""
+
+    kind: str
+    identity: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return artifact_key(self.kind, **self.identity)
 
 
-def dynamics_key(identity: DataIdentity, direction: Direction, seed: int, config: DynamicsConfig) -> str:
-    """The artifact key of a dynamics model (what a sweep's plan asks the store about)."""
-    return artifact_key("dynamics", **dynamics_identity(identity, direction, seed, config))
+def dynamics_id(identity: DataIdentity, direction: Direction, seed: int, config: DynamicsConfig) -> ArtifactId:
+    """A dynamics model's id (what a sweep's plan asks the store about, and what a trial builds)."""
+    return ArtifactId("dynamics", {**identity.with_(direction, seed), "config": config.model_dump()})
 
 
-def rollout_policy_identity(identity: DataIdentity, direction: Direction, seed: int,
-                            config: RolloutPolicyConfig) -> dict[str, Any]:
+def rollout_policy_id(identity: DataIdentity, direction: Direction, seed: int,
+                      config: RolloutPolicyConfig) -> ArtifactId:
+    """A rollout policy's id (`config.kind` must be resolved)."""
     if config.kind is None:
         raise ValueError("the rollout policy kind must be resolved (RunConfig.resolved) before building it")
-    return {**identity.with_(direction, seed), "kind": config.kind, "config": config.model_dump()}
-
-
-def rollout_policy_key(identity: DataIdentity, direction: Direction, seed: int, config: RolloutPolicyConfig) -> str:
-    """The artifact key of a rollout policy (`config.kind` resolved)."""
-    return artifact_key(f"rollout-{config.kind}", **rollout_policy_identity(identity, direction, seed, config))
+    return ArtifactId(f"rollout-{config.kind}",
+                      {**identity.with_(direction, seed), "kind": config.kind, "config": config.model_dump()})
 
 
 FIT_CHECKPOINT_EVERY_S = 60.0
@@ -75,8 +79,8 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
     """The trained ensemble of `direction` for this data and seed: loaded, or trained and saved once.
 
     While it trains, `reporter` (default: lines through `log`) hears about every epoch."""
-    full_identity = dynamics_identity(identity, direction, seed, config)
-    key = dynamics_key(identity, direction, seed, config)
+    artifact_id = dynamics_id(identity, direction, seed, config)
+    key = artifact_id.key
     reporter = reporter or Reporter(log)
 
     def fit() -> tuple[DynamicsModel, dict[str, Any]]:
@@ -84,15 +88,13 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
         checkpoint = store.scratch(key) / "fit_state.pt"  # an interrupted fit continues from its last epoch
         if checkpoint.is_file():
             log(f"dynamics ({direction}): continuing an interrupted fit from {checkpoint}")
-        timer = EpochTimer()
-        first_epoch: list[int] = []  # a resumed fit's first epoch here is not 1: time only this session's
+        timer = EpochTimer()  # times this session's epochs only (a resumed fit does not start at 1)
 
         def on_epoch(epoch: int, info: dict[str, float]) -> None:
-            first_epoch[:] = first_epoch or [epoch]
             reporter.dynamics_epoch(DynamicsEpoch(
                 direction=direction, epoch=epoch, max_epochs=config.max_epochs, patience=config.patience,
                 epochs_since_update=int(info["epochs_since_update"]), holdout_mse=info["holdout_mse_best"],
-                seconds_per_epoch=timer.mean(epoch - first_epoch[0] + 1)))
+                seconds_per_epoch=timer.epoch_done()))
 
         report = model.fit(data, keep_terminals=task.domain == "antmaze", seed=seed, checkpoint=checkpoint,
                            checkpoint_every_s=FIT_CHECKPOINT_EVERY_S, progress_callback=on_epoch)
@@ -102,7 +104,7 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
         key,
         empty=lambda: DynamicsModel(data.obs_dim, data.act_dim, config, direction),
         build=fit,
-        identity=full_identity,
+        identity=artifact_id.identity,
     )
     reporter.dynamics_done(direction)
     if artifact.built:
@@ -118,13 +120,13 @@ def rollout_policy(store: ArtifactStore, data: Transitions, identity: DataIdenti
                    seed: int, config: RolloutPolicyConfig, max_action: float, log: Log = lambda _: None
                    ) -> RolloutPolicyModule:
     """The trained rollout policy (`config.kind`, resolved) of `direction`: loaded, or trained once."""
-    full_identity = rollout_policy_identity(identity, direction, seed, config)
-    kind = full_identity["kind"]
+    artifact_id = rollout_policy_id(identity, direction, seed, config)
+    kind = artifact_id.identity["kind"]
     artifact = store.load_or_build(
-        rollout_policy_key(identity, direction, seed, config),
+        artifact_id.key,
         empty=lambda: build_rollout_policy(kind, data.obs_dim, data.act_dim, max_action, config),
         build=lambda: train_rollout_policy(kind, data, direction, config, max_action, seed=seed),
-        identity=full_identity,
+        identity=artifact_id.identity,
     )
     log(f"rollout policy ({kind}, {direction}): {'trained' if artifact.built else 'loaded'}")
     return artifact.module.eval()  # type: ignore[return-value]

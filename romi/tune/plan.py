@@ -177,8 +177,8 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
             dataset_id = datasets[config.task]
             identity = build.DataIdentity(dataset_id, dataset_fingerprint(dataset_id), obs_dim, act_dim)
             rows = int(read_metadata(dataset_id).get("total_steps") or 0)
-            dyn_key = build.dynamics_key(identity, direction, config.seed, config.dynamics)
-            pol_key = build.rollout_policy_key(identity, direction, config.seed, config.rollout_policy)
+            dyn_key = build.dynamics_id(identity, direction, config.seed, config.dynamics).key
+            pol_key = build.rollout_policy_id(identity, direction, config.seed, config.rollout_policy).key
             # A uniform rollout policy trains nothing: it is no model to wait for.
             artifacts = (dyn_key,) if config.rollout_policy.kind == "uniform" else (dyn_key, pol_key)
             for artifact in artifacts:
