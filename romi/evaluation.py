@@ -98,3 +98,45 @@ class DiscrepancyIndex:
 def trajectory_discrepancy(trajectories: list[np.ndarray], dataset_states: np.ndarray) -> float:
     """One-off eq. 5; build a `DiscrepancyIndex` instead when querying the same dataset repeatedly."""
     return DiscrepancyIndex(dataset_states).query(trajectories)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One evaluation point of a run, before it becomes a record."""
+
+    score: float
+    """Mean return normalised with D4RL's reference scores (0 random, 100 expert)."""
+    score_local: float
+    """Normalised with the dataset's own reference scores, measured on our evaluation env (the
+    headline for home-made `local/...` datasets; for official ones the refs their metadata carries)."""
+    return_mean: float
+    return_std: float
+    discrepancy: float
+    """Average trajectory discrepancy to the dataset (paper eq. 5)."""
+
+
+class Evaluator:
+    """Scores a policy the way every run is scored (spec §6): `episodes` episodes on the evaluation env,
+    each evaluation point with its own seed (so it is reproducible on its own), normalised with D4RL's
+    refs and the dataset's own, and the discrepancy of the visited states to the data."""
+
+    def __init__(self, env: gym.Env, dataset_states: np.ndarray, *, episodes: int, seed: int,
+                 d4rl_refs: tuple[float, float], local_refs: tuple[float, float]) -> None:
+        self.env = env
+        self.episodes = episodes
+        self.seed = seed
+        self.d4rl_refs = d4rl_refs
+        self.local_refs = local_refs
+        self.discrepancy = DiscrepancyIndex(dataset_states)
+
+    def __call__(self, act: Callable[[np.ndarray], np.ndarray], step: int) -> Scores:
+        result = evaluate(act, self.env, episodes=self.episodes, seed=self.seed * 1_000_003 + step,
+                          record_states=True)
+        returns = np.asarray(result.returns, dtype=np.float64)
+        return Scores(
+            score=float(normalized_score(returns, *self.d4rl_refs).mean()),
+            score_local=float(normalized_score(returns, *self.local_refs).mean()),
+            return_mean=float(returns.mean()),
+            return_std=float(returns.std()),
+            discrepancy=float(self.discrepancy.query(result.trajectories)),
+        )

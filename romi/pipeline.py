@@ -30,10 +30,10 @@ from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
-from romi.evaluation import DiscrepancyIndex, evaluate, normalized_score
+from romi.evaluation import Evaluator
 from romi.imagination import build
-from romi.imagination.build import DataIdentity
-from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
+from romi.imagination.build import BufferBuilder, DataIdentity
+from romi.imagination.rollout import build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
 from romi.io import atomic_torch_save, atomic_write_text
 from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
@@ -42,25 +42,21 @@ from romi.tasks import TaskSpec, get_task
 
 Log = Callable[[str], None]
 
-
 PROGRESS_EVERY = 50
 """Gradient steps between two calls of `Reporter.gradient_steps`: a bar that moves about every second
 at paper sizes on a CPU, for a cost (one call) far below that of a gradient step."""
 
-BufferBuilder = Callable[[BufferRequest], Rollouts]
-"""Builds the model buffer of a request; the result depends only on the plan's seeds."""
-
 
 @dataclass
 class EvalRecord:
-    """One evaluation: what Tune reports and what `evaluations.jsonl` holds, one line each."""
+    """One evaluation: its scores (`romi.evaluation.Scores`) and where the run stood. `flat()` is a line of
+    `evaluations.jsonl` (with the trial's identity and `done_fraction`, added by `Run`) and what Tune reports."""
 
     step: int
     score: float
     """Mean return normalised with D4RL's reference scores (0 random, 100 expert)."""
     score_local: float
-    """Normalised with the dataset's own reference scores, measured on our evaluation env (the
-    headline for home-made `local/...` datasets; for official ones the refs their metadata carries)."""
+    """Normalised with the dataset's own reference scores (see `romi.evaluation.Scores`)."""
     return_mean: float
     return_std: float
     discrepancy: float
@@ -84,183 +80,95 @@ class Run:
     """A single (task, method, seed) run, ready to train once constructed: iterate `train()` for
     evaluations, `save(dir)` after any of them."""
 
-    def __init__(
-        self,
-        config: RunConfig,
-        artifacts: ArtifactStore,
-        *,
-        buffer_builder: BufferBuilder = build_buffer_in_process,
-        log: Log = lambda message: None,
-        reporter: Reporter | None = None,
-    ) -> None:
-        self.config = config.resolved()
-        self.task: TaskSpec = get_task(self.config.task)
-        self.artifacts = artifacts
-        self.buffer_builder = buffer_builder
+    def __init__(self, config: RunConfig, artifacts: ArtifactStore, *,
+                 buffer_builder: BufferBuilder = build_buffer_in_process, log: Log = lambda message: None,
+                 reporter: Reporter | None = None) -> None:
+        self.config = config = config.resolved()
+        task = get_task(config.task)
+        self.task: TaskSpec = task
         self.log = log
         self.reporter = reporter or Reporter(log)
         self.step = 0
         self.history: list[dict[str, Any]] = []
         """Every evaluation so far, as `evaluations.jsonl` holds them (see `romi.layout`)."""
         self.stage_seconds: dict[str, float] = {}
-        self._wall_offset = 0.0
-        self._setup()
-        self._started_at = time.perf_counter()  # wall time counts from here (plus a restored run's)
-
-    # ------------------------------------------------------------------------------------
-    # Stages
-    # ------------------------------------------------------------------------------------
-    def _setup(self) -> None:
-        config, task = self.config, self.task
         torch.manual_seed(config.seed)  # library code draws from explicit generators; this is a backstop
+
         started = time.perf_counter()
         self.dataset_id = resolve_dataset_id(task, config.data_source)
-        self.data = load_transitions(self.dataset_id)
-        self.dataset_fingerprint = dataset_fingerprint(self.dataset_id)
-        self.log(f"data: {self.dataset_id} ({len(self.data):,} transitions, {self.data.num_episodes:,} episodes)")
+        self.data = data = load_transitions(self.dataset_id)
+        log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
-            self.log(f"differs from the paper: {setting}")
+            log(f"differs from the paper: {setting}")
         self.stage_seconds["data"] = time.perf_counter() - started
 
-        self.env = make_eval_env(task)
-        self.max_action = float(self.env.action_space.high[0])
+        env = make_eval_env(task)
+        max_action = float(env.action_space.high[0])
         meta = read_metadata(self.dataset_id)
-        self.local_refs = (
-            float(meta.get("ref_min_score", task.d4rl_ref_min)),
-            float(meta.get("ref_max_score", task.d4rl_ref_max)),
-        )
-        self.discrepancy = DiscrepancyIndex(self.data.observations)
+        self.evaluator = Evaluator(
+            env, data.observations, episodes=config.eval.episodes, seed=config.seed,
+            d4rl_refs=(task.d4rl_ref_min, task.d4rl_ref_max),
+            local_refs=(float(meta.get("ref_min_score", task.d4rl_ref_min)),
+                        float(meta.get("ref_max_score", task.d4rl_ref_max))))
 
-        real_weights = return_weights(self.data.returns) if config.return_weighted else None
-        model_buffer = self._model_buffer(real_weights) if config.method_spec.direction else None
-        self.sampler = MixedSampler(
-            self.data,
-            model_buffer,
-            model_share=config.model_share or 0.0,
-            real_weights=real_weights,
-            batch_size=learner_config(config).batch_size,
-            seed=config.seed,
-            device=config.device,
-        )
-        self.agent = make_agent(config, self.data.obs_dim, self.data.act_dim, self.max_action)
+        real_weights = return_weights(data.returns) if config.return_weighted else None
+        buffer = None
+        if config.method_spec.direction is not None:  # ROMI / FOMI: the model buffer (romi.imagination.build)
+            identity = DataIdentity(self.dataset_id, dataset_fingerprint(self.dataset_id), data.obs_dim, data.act_dim)
+            buffer, seconds = build.model_buffer(artifacts, data, identity, task, config, max_action, buffer_builder,
+                                                 real_weights, log, self.reporter)
+            self.stage_seconds.update(seconds)
+        self.sampler = MixedSampler(data, buffer, model_share=config.model_share or 0.0, real_weights=real_weights,
+                                    batch_size=learner_config(config).batch_size, seed=config.seed,
+                                    device=config.device)
+        self.agent = make_agent(config, data.obs_dim, data.act_dim, max_action)
         self.stage_seconds["setup_total"] = time.perf_counter() - started
+        self._wall_offset, self._started_at = 0.0, time.perf_counter()  # wall time: from here, plus a restored run's
 
-    def _model_buffer(self, real_weights: np.ndarray | None) -> Rollouts:
-        """ROMI's stage (`romi.imagination.build`): dynamics and rollout policy from the artifact store,
-        then the model buffer, anchored on dataset states, from the pluggable builder."""
-        config, task = self.config, self.task
-        direction = config.method_spec.direction
-        assert direction is not None
-        identity = DataIdentity(self.dataset_id, self.dataset_fingerprint, self.data.obs_dim, self.data.act_dim)
-
-        started = time.perf_counter()
-        dynamics = build.dynamics_model(self.artifacts, self.data, identity, task, direction, config.seed,
-                                        config.dynamics, self.log, self.reporter)
-        self.stage_seconds["dynamics"] = time.perf_counter() - started
-        started = time.perf_counter()
-        policy = build.rollout_policy(self.artifacts, self.data, identity, direction, config.seed,
-                                      config.rollout_policy, self.max_action, self.log)
-        self.stage_seconds["rollout_policy"] = time.perf_counter() - started
-
-        imagination = config.imagination
-        request = build.buffer_request(
-            dynamics, policy, self.data, task, size=imagination.buffer_size, shard_size=imagination.shard_size,
-            horizon=imagination.horizon or task.paper.horizon, start_batch_size=imagination.start_batch_size,
-            seed=config.seed, start_weights=real_weights, device=config.device,
-        )
-        buffer, self.stage_seconds["imagination"] = build.timed(self.log, "model buffer",
-                                                                lambda: self.buffer_builder(request))
-        return buffer
-
-    # ------------------------------------------------------------------------------------
-    # Training and evaluation
-    # ------------------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
         return self.step >= (self.config.gradient_steps or 0)
 
     def train(self) -> Iterator[EvalRecord]:
         """Gradient steps until the end, yielding an `EvalRecord` at every evaluation point."""
-        every = self.config.eval.every
-        total = self.config.gradient_steps or 0
+        every, total = self.config.eval.every, self.config.gradient_steps or 0
         sums: dict[str, float] = {}
-        count = 0
-        window_start = time.perf_counter()
+        count, window_start = 0, time.perf_counter()
         self.reporter.gradient_steps(self.step, total)  # where a resumed run starts
         while self.step < total:
             metrics = self.agent.update(self.sampler.sample())
             self.step += 1
             if self.step % PROGRESS_EVERY == 0:
                 self.reporter.gradient_steps(self.step, total)
-            self._check_finite(metrics, "loss")
+            check_finite(metrics, "loss", self.config, self.step)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             if self.step % every == 0 or self.step == total:
-                elapsed = time.perf_counter() - window_start
-                record = self.evaluate(
-                    train={k: v / count for k, v in sums.items()}, steps_per_second=count / max(elapsed, 1e-9)
-                )
-                sums, count = {}, 0
-                yield record
-                window_start = time.perf_counter()
+                rate = count / max(time.perf_counter() - window_start, 1e-9)
+                yield self.evaluate(train={k: v / count for k, v in sums.items()}, steps_per_second=rate)
+                sums, count, window_start = {}, 0, time.perf_counter()
 
     def evaluate(self, train: dict[str, float] | None = None, steps_per_second: float = 0.0) -> EvalRecord:
-        config, task = self.config, self.task
-        # Each evaluation point has its own seed, so an evaluation is reproducible on its own.
-        result = evaluate(self.agent.act, self.env, episodes=config.eval.episodes,
-                          seed=config.seed * 1_000_003 + self.step, record_states=True)
-        returns = np.asarray(result.returns, dtype=np.float64)
-        record = EvalRecord(
-            step=self.step,
-            score=float(normalized_score(returns, task.d4rl_ref_min, task.d4rl_ref_max).mean()),
-            score_local=float(normalized_score(returns, *self.local_refs).mean()),
-            return_mean=float(returns.mean()),
-            return_std=float(returns.std()),
-            discrepancy=float(self.discrepancy.query(result.trajectories)),
-            steps_per_second=steps_per_second,
-            wall_time=self._wall_offset + time.perf_counter() - self._started_at,
-            train=train or {},
-            dataset_id=self.dataset_id,
-            method_label=config.method_label,
-        )
-        self._check_finite(record.flat(), "evaluation")
-        identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
-        self.history.append({**identity, **record.flat(),
-                             "done_fraction": self.step / (config.gradient_steps or 1)})
-        return record
-
-    def _check_finite(self, values: Mapping[str, float | str], what: str) -> None:
-        """Stop at the first non-finite loss or evaluation: a diverged policy must never be scored,
-        and JSON (evaluations.jsonl, Tune's result.json) has no NaN. (Labels such as the dataset id are strings.)"""
-        bad = {key: value for key, value in values.items()
-               if isinstance(value, int | float) and not math.isfinite(value)}
-        if not bad:
-            return
         config = self.config
-        named = ", ".join(f"{key} = {value}" for key, value in bad.items())
-        learner = config.method_spec.learner
-        rates = "bcq.learning_rate" if learner == "bcq" else "cql.policy_lr / cql.q_lr / cql.alpha_lr"
-        raise TrainingDivergedError(
-            f"{config.task} {config.method} seed {config.seed}: training diverged at gradient step "
-            f"{self.step:,}: {what} {named}; no score is reported for a diverged policy",
-            f"lower the learning rate ({rates}) or check the overrides; evaluations up to the last "
-            "checkpoint are kept, rerunning the same settings diverges again",
-        )
+        record = EvalRecord(
+            **asdict(self.evaluator(self.agent.act, self.step)), step=self.step, steps_per_second=steps_per_second,
+            wall_time=self._wall_offset + time.perf_counter() - self._started_at, train=train or {},
+            dataset_id=self.dataset_id, method_label=config.method_label)
+        check_finite(record.flat(), "evaluation", config, self.step)
+        identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
+        self.history.append({**identity, **record.flat(), "done_fraction": self.step / (config.gradient_steps or 1)})
+        return record
 
     def summary(self) -> dict[str, Any]:
         """Final and last-k mean scores (spec §6), plus where the time went."""
-        k = self.config.eval.last_k
+        k, config = self.config.eval.last_k, self.config
         scores = [h["score"] for h in self.history]
         local = [h["score_local"] for h in self.history]
         return {
-            "task": self.config.task,
-            "method": self.config.method,
-            "seed": self.config.seed,
-            "method_label": self.config.method_label,
-            "deviations": self.config.deviations(),
-            "dataset_id": self.dataset_id,
-            "steps": self.step,
+            "task": config.task, "method": config.method, "seed": config.seed,
+            "method_label": config.method_label, "deviations": config.deviations(),
+            "dataset_id": self.dataset_id, "steps": self.step,
             "final_score": scores[-1] if scores else float("nan"),
             "last_k_score": float(np.mean(scores[-k:])) if scores else float("nan"),
             "final_score_local": local[-1] if local else float("nan"),
@@ -268,9 +176,7 @@ class Run:
             "stage_seconds": self.stage_seconds,
         }
 
-    # ------------------------------------------------------------------------------------
-    # Checkpointing
-    # ------------------------------------------------------------------------------------
+    # ---- saving and continuing ---------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """The whole state (`run.pt`) and every evaluation so far (`evaluations.jsonl`), each atomically."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -278,25 +184,34 @@ class Run:
         atomic_write_text(directory / EVALUATIONS_FILE, evaluation_lines(self.history))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_json(),
-            "step": self.step,
-            "history": self.history,
-            "agent": self.agent.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "wall_time": self._wall_offset + time.perf_counter() - self._started_at,
-        }
+        return {"config": self.config.to_json(), "step": self.step, "history": self.history,
+                "agent": self.agent.state_dict(), "sampler": self.sampler.state_dict(),
+                "wall_time": self._wall_offset + time.perf_counter() - self._started_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = json.loads(state["config"])
-        if saved != json.loads(self.config.to_json()):
+        if json.loads(state["config"]) != json.loads(self.config.to_json()):
             raise ValueError("checkpoint was written by a run with a different config")
         self.step = int(state["step"])
         self.history = list(state["history"])
         self.agent.load_state_dict(state["agent"])
         self.sampler.load_state_dict(state["sampler"])
-        self._wall_offset = float(state["wall_time"])
-        self._started_at = time.perf_counter()
+        self._wall_offset, self._started_at = float(state["wall_time"]), time.perf_counter()
+
+
+def check_finite(values: Mapping[str, float | str], what: str, config: RunConfig, step: int) -> None:
+    """Stop at the first non-finite loss or evaluation: a diverged policy must never be scored, and JSON
+    (evaluations.jsonl, Tune's result.json) has no NaN. (Labels such as the dataset id are strings.)"""
+    bad = {key: value for key, value in values.items() if isinstance(value, int | float) and not math.isfinite(value)}
+    if not bad:
+        return
+    named = ", ".join(f"{key} = {value}" for key, value in bad.items())
+    rates = "bcq.learning_rate" if config.method_spec.learner == "bcq" else "cql.policy_lr / cql.q_lr / cql.alpha_lr"
+    raise TrainingDivergedError(
+        f"{config.task} {config.method} seed {config.seed}: training diverged at gradient step {step:,}: "
+        f"{what} {named}; no score is reported for a diverged policy",
+        f"lower the learning rate ({rates}) or check the overrides; evaluations up to the last checkpoint are "
+        "kept, rerunning the same settings diverges again",
+    )
 
 
 def read_state(directory: Path, config: RunConfig, start_over: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from romi.artifacts import ArtifactStore, artifact_key
-from romi.config import DynamicsConfig, RolloutPolicyConfig
+from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy
 from romi.imagination.rollout import BufferRequest, Rollouts, shard_plan
@@ -157,9 +157,36 @@ def buffer_request(model: DynamicsModel, policy: RolloutPolicyModule, data: Tran
     )
 
 
-def timed(log: Log, what: str, build: Callable[[], Rollouts]) -> tuple[Rollouts, float]:
+BufferBuilder = Callable[[BufferRequest], Rollouts]
+"""Builds the model buffer of a request (in process, or Ray actors: `romi.imagination.workers`); the result
+depends only on the plan's seeds."""
+
+
+def model_buffer(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
+                 config: RunConfig, max_action: float, builder: BufferBuilder, start_weights: np.ndarray | None,
+                 log: Log = lambda _: None, reporter: Reporter | None = None) -> tuple[Rollouts, dict[str, float]]:
+    """ROMI's stage (FOMI's with a forward model): the run's dynamics model and rollout policy from the
+    artifact store (trained once), then the model buffer of imagined rollouts anchored on dataset states.
+    Returns the buffer and the seconds each part took."""
+    direction = config.method_spec.direction
+    if direction is None:
+        raise ValueError(f"{config.method} imagines nothing: it has no model buffer")
+    seconds: dict[str, float] = {}
     started = time.perf_counter()
-    buffer = build()
-    seconds = time.perf_counter() - started
-    log(f"{what}: {len(buffer):,} transitions in {seconds:.1f} s ({len(buffer) / max(seconds, 1e-9):,.0f}/s)")
+    dynamics = dynamics_model(store, data, identity, task, direction, config.seed, config.dynamics, log, reporter)
+    seconds["dynamics"] = time.perf_counter() - started
+    started = time.perf_counter()
+    policy = rollout_policy(store, data, identity, direction, config.seed, config.rollout_policy, max_action, log)
+    seconds["rollout_policy"] = time.perf_counter() - started
+
+    imagination = config.imagination
+    request = buffer_request(
+        dynamics, policy, data, task, size=imagination.buffer_size, shard_size=imagination.shard_size,
+        horizon=imagination.horizon or task.paper.horizon, start_batch_size=imagination.start_batch_size,
+        seed=config.seed, start_weights=start_weights, device=config.device,
+    )
+    started = time.perf_counter()
+    buffer = builder(request)
+    seconds["imagination"] = elapsed = time.perf_counter() - started
+    log(f"model buffer: {len(buffer):,} transitions in {elapsed:.1f} s ({len(buffer) / max(elapsed, 1e-9):,.0f}/s)")
     return buffer, seconds
