@@ -30,7 +30,7 @@ from romi.config import RunConfig
 from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
-from romi.evaluation import Evaluator
+from romi.evaluation import Evaluator, Scores
 from romi.imagination import build
 from romi.imagination.build import BufferBuilder, DataIdentity
 from romi.imagination.rollout import build_buffer_in_process
@@ -47,20 +47,12 @@ PROGRESS_EVERY = 50
 at paper sizes on a CPU, for a cost (one call) far below that of a gradient step."""
 
 
-@dataclass
-class EvalRecord:
-    """One evaluation: its scores (`romi.evaluation.Scores`) and where the run stood. `flat()` is a line of
-    `evaluations.jsonl` (with the trial's identity and `done_fraction`, added by `Run`) and what Tune reports."""
+@dataclass(frozen=True, kw_only=True)
+class EvalRecord(Scores):
+    """One evaluation: its `Scores` and where the run stood. `flat()` is a line of `evaluations.jsonl`
+    (with the trial's identity and `done_fraction`, added by `Run`) and what Tune reports."""
 
     step: int
-    score: float
-    """Mean return normalised with D4RL's reference scores (0 random, 100 expert)."""
-    score_local: float
-    """Normalised with the dataset's own reference scores (see `romi.evaluation.Scores`)."""
-    return_mean: float
-    return_std: float
-    discrepancy: float
-    """Average trajectory discrepancy to the dataset (paper eq. 5)."""
     steps_per_second: float
     wall_time: float
     train: dict[str, float] = field(default_factory=dict)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich import filesize
 from rich.console import Console
 from rich.markup import escape
 
@@ -68,7 +67,3 @@ def friendly_errors(func: F | None = None, *, interrupted: str = INTERRUPTED) ->
 
 def _count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else "?"
-
-
-def _size(num_bytes: int) -> str:
-    return filesize.decimal(num_bytes)  # 341.5 MB, as `du --si` and Minari's own `dataset_size` say

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import filesize
 from rich.markup import escape
 from rich.table import Table
 
-from romi.cli.common import _count, _size, console, data_app, err_console, friendly_errors
+from romi.cli.common import _count, console, data_app, err_console, friendly_errors
 from romi.errors import RomiError
 
 
@@ -26,11 +27,11 @@ def data_list() -> None:
         if task.official_id is None:
             official = "[dim]none in Minari[/]"
         elif dataset_present(task.official_id):
-            official = f"[green]{task.official_id}[/] ({_size(dataset_size_bytes(task.official_id))})"
+            official = f"[green]{task.official_id}[/] ({filesize.decimal(dataset_size_bytes(task.official_id))})"
         else:
             official = f"[dim]{task.official_id} (absent)[/]"
         if dataset_present(task.local_id):
-            local = f"[green]{task.local_id}[/] ({_size(dataset_size_bytes(task.local_id))})"
+            local = f"[green]{task.local_id}[/] ({filesize.decimal(dataset_size_bytes(task.local_id))})"
         else:
             local = f"[dim]{task.local_id} (absent)[/]"
         recipe = task.recipe or "[dim]official only[/]"
@@ -92,7 +93,7 @@ def data_make(
         f"{summary.mean_episode_return:.2f}\n"
         f"  reference scores: random {summary.ref_min_score:.2f} / expert {summary.ref_max_score:.2f}\n"
         f"  simulation {summary.generation_seconds:.1f} s, total {summary.total_seconds:.1f} s, "
-        f"size {_size(summary.size_bytes)}"
+        f"size {filesize.decimal(summary.size_bytes)}"
     )
 
 
@@ -145,7 +146,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
                 continue
         console.print(
             f"  {label}: [green]{dataset_id}[/] episodes {_count(meta.get('total_episodes'))} steps "
-            f"{_count(meta.get('total_steps'))} size {_size(dataset_size_bytes(dataset_id))}{checked}"
+            f"{_count(meta.get('total_steps'))} size {filesize.decimal(dataset_size_bytes(dataset_id))}{checked}"
         )
         console.print(
             f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
