@@ -22,9 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollouts import ACT, HORIZON, OBS, POOL, make_model
 
-from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process, shard_plan
+from romi.imagination.rollout import BufferRequest, build_buffer_in_process, shard_plan
 from romi.imagination.workers import RayBufferBuilder
 from romi.models.rollout_policy import UniformRolloutPolicy
+from romi.types import Batch
 
 
 def request(transitions: int, shard_size: int) -> BufferRequest:
@@ -50,7 +51,7 @@ def main() -> None:
              object_store_memory=2 * 1024**3)
 
     started = time.perf_counter()
-    reference: Rollouts = build_buffer_in_process(req)
+    reference: Batch = build_buffer_in_process(req)
     baseline = time.perf_counter() - started
     print(f"  in process, 1 thread      {baseline:7.1f} s  {args.transitions / baseline:9,.0f} transitions/s")
     for workers in (int(w) for w in args.workers.split(",")):

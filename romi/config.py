@@ -1,4 +1,5 @@
-"""Typed, frozen, validated configuration: every number of the spec is a default here.
+"""Typed, frozen, validated configuration: every number of the spec is a default here, and only here
+(components are built `from_config`; their constructors take no numeric defaults).
 
 A run is described by one `RunConfig`. `build_run_config` layers, in order: the spec defaults
 below, the task's paper profile (spec §3), the `quick` profile when asked, and the user's
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from romi.errors import ConfigError
 from romi.tasks import get_task
-from romi.types import Direction
+from romi.types import Direction, RolloutKind
 
 Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
 Profile = Literal["paper", "reduced", "quick"]
@@ -85,7 +86,7 @@ class CVAEConfig(FrozenModel):
 class RolloutPolicyConfig(FrozenModel):
     """How imagined actions are drawn (spec §2). `kind` None = the task's paper profile."""
 
-    kind: Literal["cvae", "rbc", "uniform"] | None = None
+    kind: RolloutKind | None = None
     iterations: int = Field(500_000, ge=1)
     batch_size: int = Field(100, ge=1)
     learning_rate: float = Field(1e-3, gt=0)

@@ -10,6 +10,8 @@ import gymnasium as gym
 import numpy as np
 from scipy.spatial import cKDTree
 
+from romi.rng import spawn
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -130,7 +132,7 @@ class Evaluator:
         self.discrepancy = DiscrepancyIndex(dataset_states)
 
     def __call__(self, act: Callable[[np.ndarray], np.ndarray], step: int) -> Scores:
-        result = evaluate(act, self.env, episodes=self.episodes, seed=self.seed * 1_000_003 + step,
+        result = evaluate(act, self.env, episodes=self.episodes, seed=spawn(self.seed, "evaluation") + step,
                           record_states=True)
         returns = np.asarray(result.returns, dtype=np.float64)
         return Scores(

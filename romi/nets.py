@@ -5,16 +5,16 @@ helpers (target copies, soft updates, seeded construction)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from romi.config import CVAEConfig
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -42,9 +42,9 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
         self.reset_parameters()
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+    def reset_parameters(self) -> None:
         std = 1.0 / (2.0 * math.sqrt(self.in_dim))
-        nn.init.trunc_normal_(self.weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+        nn.init.trunc_normal_(self.weight, std=std, a=-2.0 * std, b=2.0 * std)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +110,8 @@ def rlkit_tanh_log_prob(u: torch.Tensor, squashed: torch.Tensor, mean: torch.Ten
 
 
 def rlkit_atanh(x: torch.Tensor) -> torch.Tensor:
-    """atanh with 1 +- x clamped at 1e-6, so dataset actions at the bound stay finite."""
+    """atanh with 1 +- x clamped at 1e-6, so dataset actions at the bound stay finite (the RBC rollout
+    policy's loss uses it too)."""
     return 0.5 * torch.log((1.0 + x).clamp(min=TANH_EPSILON) / (1.0 - x).clamp(min=TANH_EPSILON))
 
 
@@ -169,6 +170,19 @@ class TanhGaussianActor(nn.Module):
     def deterministic(self, states: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self(states)[0])
 
+    def sample_actions(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions alone (no log-probability): what a rollout policy needs."""
+        mean, log_std = self(states)
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        return self.max_action * torch.tanh(mean + log_std.exp() * noise)
+
+
+def standardization(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature (mean, std) of `x` (N, D) to standardise inputs with; a constant feature gets std 1,
+    so it maps to 0 instead of dividing by zero. The dynamics model and the RBC policy both use it."""
+    std = x.std(dim=0, unbiased=False)
+    return x.mean(dim=0), torch.where(std < 1e-12, torch.ones_like(std), std)
+
 
 def target_copy(module: nn.Module) -> nn.Module:
     """A frozen deep copy: target networks are only ever moved by `soft_update`."""
@@ -181,22 +195,6 @@ def target_copy(module: nn.Module) -> nn.Module:
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) target + tau source, for all parameters in one foreach kernel."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Network construction under a private RNG: the same seed gives the same initial weights,
-    and the global RNG is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def make_generators(seed: int, device: torch.device, count: int) -> list[torch.Generator]:
-    """`count` independent generators derived from one seed (np SeedSequence spawning), e.g. one for
-    training and one for acting, so that evaluating a policy never shifts the training noise."""
-    seeds = [int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(count)]
-    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
 def as_batch_tensor(observations: object, device: torch.device) -> tuple[torch.Tensor, bool]:
@@ -217,17 +215,8 @@ class CVAE(nn.Module):
     [-latent_clip, latent_clip], which keeps decoded actions near the data.
     """
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        max_action: float,
-        hidden_dim: int = 750,
-        latent_dim: int | None = None,
-        latent_clip: float = 0.5,
-        log_std_min: float = -4.0,
-        log_std_max: float = 15.0,
-    ) -> None:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, *, hidden_dim: int,
+                 latent_dim: int | None, latent_clip: float, log_std_min: float, log_std_max: float) -> None:
         super().__init__()
         self.latent_dim = latent_dim or 2 * action_dim
         self.max_action = max_action
@@ -244,6 +233,11 @@ class CVAE(nn.Module):
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, action_dim),
         )
+
+    @classmethod
+    def from_config(cls, state_dim: int, action_dim: int, max_action: float, config: CVAEConfig) -> CVAE:
+        return cls(state_dim, action_dim, max_action, hidden_dim=config.hidden_dim, latent_dim=config.latent_dim,
+                   latent_clip=config.latent_clip, log_std_min=config.log_std_min, log_std_max=config.log_std_max)
 
     def encode(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(torch.cat([states, actions], dim=-1))
@@ -277,7 +271,7 @@ def cvae_loss(
     model: CVAE,
     states: torch.Tensor,
     actions: torch.Tensor,
-    kl_weight: float = 0.5,
+    kl_weight: float,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Action MSE + kl_weight * KL(q(z | s, a) || N(0, I)), the loss of spec §2 and BCQ's VAE."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,7 @@ from romi.io import atomic_torch_save, atomic_write_text
 from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
 from romi.progress import Reporter
 from romi.tasks import TaskSpec, get_task
-
-Log = Callable[[str], None]
+from romi.types import Log
 
 PROGRESS_EVERY = 50
 """Gradient steps between two calls of `Reporter.gradient_steps`: a bar that moves about every second

@@ -93,13 +93,15 @@ def test_logvar_soft_bounds_hold() -> None:
     mid = soft_bound_logvar(torch.tensor([-5.0]), torch.tensor([0.5]), torch.tensor([-10.0]))
     assert abs(float(mid) + 5.0) < 0.01
     # And the network's outputs obey them for any input.
-    net = GaussianEnsemble(3, 4, 2, hidden_dim=16, hidden_layers=2, weight_decays=(0.0, 0.0, 0.0))
+    net = GaussianEnsemble(3, 4, 2, hidden_dim=16, hidden_layers=2, weight_decays=(0.0, 0.0, 0.0),
+                           logvar_max_init=0.5, logvar_min_init=-10.0)
     _, logvar = net(1e3 * torch.randn(3, 50, 4))
     assert torch.all(logvar >= net.min_logvar) and torch.all(logvar <= net.max_logvar + 1e-4)
 
 
 def test_weight_decay_and_bound_losses_by_hand() -> None:
-    net = GaussianEnsemble(2, 3, 4, hidden_dim=5, hidden_layers=2, weight_decays=(1.0, 2.0, 3.0))
+    net = GaussianEnsemble(2, 3, 4, hidden_dim=5, hidden_layers=2, weight_decays=(1.0, 2.0, 3.0),
+                           logvar_max_init=0.5, logvar_min_init=-10.0)
     with torch.no_grad():
         for layer in net.ensemble_layers():
             layer.weight.fill_(1.0)

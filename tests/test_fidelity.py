@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from romi.artifacts import ArtifactStore
 from romi.config import METHOD_TABLE, build_run_config
 from romi.envs import cell_to_xy, free_cells, make_eval_env, xy_to_cell
-from romi.imagination.rollout import BufferRequest, Rollouts, build_buffer_in_process
+from romi.imagination.rollout import BufferRequest, build_buffer_in_process
 from romi.pipeline import Run
 from romi.tasks import TASKS, get_task
 from romi.tune.spec import load_sweep
+from romi.types import Batch
 
 TABLE_FILES = sorted((Path(__file__).parents[1] / "tune_configs").glob("table[1-4].yaml"))
 TINY = {
@@ -67,7 +68,7 @@ def test_return_weighted_must_be_a_bool(value: str) -> None:
 def _setup(task: str, method: str, tmp_path: Path, **overrides: object) -> tuple[Run, list[BufferRequest]]:
     requests: list[BufferRequest] = []
 
-    def builder(request: BufferRequest) -> Rollouts:
+    def builder(request: BufferRequest) -> Batch:
         requests.append(request)
         return build_buffer_in_process(request)
 

@@ -19,7 +19,6 @@ from romi.config import DynamicsConfig, RolloutPolicyConfig
 from romi.imagination.rollout import (
     DEFAULT_START_BATCH_SIZE,
     BufferRequest,
-    Rollouts,
     RowSampler,
     build_buffer_in_process,
     fill_buffer,
@@ -29,7 +28,7 @@ from romi.imagination.rollout import (
 )
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import build_rollout_policy
-from romi.types import RolloutPolicy, StepModel
+from romi.types import Batch, RolloutPolicy, StepModel
 
 
 class WalkModel:
@@ -74,7 +73,7 @@ def _starts(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.stack([torch.arange(n, dtype=torch.float32), torch.randn(n, generator=generator)], dim=1)
 
 
-def _by_row(out: Rollouts) -> dict[int, list[int]]:
+def _by_row(out: Batch) -> dict[int, list[int]]:
     """Stored indices of each start row, in stored (= step) order."""
     rows: dict[int, list[int]] = {}
     for index, row_id in enumerate(out.observations[:, 0].long().tolist()):
@@ -182,7 +181,7 @@ def test_fill_buffer_returns_exactly_n_and_equals_the_truncated_batches(total: i
         part = generate_rollouts(model, policy, _starts(batch, generator), horizon, is_done, generator)
         parts.append(part)
         stored += len(part)
-    reference = Rollouts.concat(parts).head(total)
+    reference = Batch.concat(parts).head(total)
     for mine, theirs in zip(out.to_numpy().values(), reference.to_numpy().values(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
 
@@ -213,16 +212,16 @@ def test_buffer_does_not_depend_on_how_shards_are_grouped(workers: int, weighted
     weights = torch.rand(50, generator=torch.Generator().manual_seed(1)) if weighted else None
     model, policy, is_done = WalkModel("reverse", poison=3.0), GaussianPolicy(), done_beyond(1.5)
     plan = shard_plan(700, 160, base_seed=3)
-    reference = Rollouts.concat([generate_shard(model, policy, pool, weights, size, 3, is_done, 64, seed)
+    reference = Batch.concat([generate_shard(model, policy, pool, weights, size, 3, is_done, 64, seed)
                                  for size, seed in plan])
-    shards: dict[int, Rollouts] = {}
+    shards: dict[int, Batch] = {}
     for worker in range(workers):  # worker w takes shards w, w + workers, ..., latest first
         mine = [i for i in range(len(plan)) if i % workers == worker]
         local_model, local_policy = copy.deepcopy(model), copy.deepcopy(policy)
         for i in reversed(mine):
             size, seed = plan[i]
             shards[i] = generate_shard(local_model, local_policy, pool, weights, size, 3, is_done, 64, seed)
-    grouped = Rollouts.concat([shards[i] for i in range(len(plan))])
+    grouped = Batch.concat([shards[i] for i in range(len(plan))])
     assert len(grouped) == 700
     for mine, theirs in zip(grouped.to_numpy().values(), reference.to_numpy().values(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
@@ -255,13 +254,13 @@ def test_row_sampler() -> None:
 
 def test_rollouts_container() -> None:
     r = generate_rollouts(WalkModel("forward"), GaussianPolicy(), _starts(4), 2, never, torch.Generator())
-    back = Rollouts.from_numpy(r.to_numpy())
+    back = Batch.from_numpy(r.to_numpy())
     assert len(back) == len(r) == 8
     assert all(np.array_equal(a, b) for a, b in zip(back.to_numpy().values(), r.to_numpy().values(), strict=True))
-    both = Rollouts.concat([r, r.head(3)])
+    both = Batch.concat([r, r.head(3)])
     assert len(both) == 11 and torch.equal(both.rewards[8:], r.rewards[:3])
     with pytest.raises(ValueError):
-        Rollouts.concat([])
+        Batch.concat([])
     with pytest.raises(AttributeError):
         r.rewards = r.rewards  # type: ignore[misc]  # frozen
 

@@ -159,25 +159,26 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions() -> None:
 
 
 def test_rbc_loss_by_hand_and_clips_boundary_actions() -> None:
-    policy = GaussianRBCPolicy(2, 1, max_action=1.0, hidden_dim=8, entropy_weight=0.0)
+    policy = GaussianRBCPolicy(2, 1, 1.0, RolloutPolicyConfig(rbc_hidden_dim=8, rbc_entropy_weight=0.0))
     states = torch.randn(4, 2)
     actions = torch.tensor([[1.0], [-1.0], [0.0], [0.5]])  # +-1 would be atanh(+-1) = inf without the clip
     loss, metrics = policy.loss(states, actions)
     assert torch.isfinite(loss)
     mean, log_std = policy(states)
-    u = torch.atanh(actions.clamp(-(1 - 1e-6), 1 - 1e-6))
+    u = 0.5 * torch.log((1 + actions).clamp(min=1e-6) / (1 - actions).clamp(min=1e-6))  # finite at +-1
+    assert torch.isfinite(u).all()
     expected_nll = -tanh_gaussian_log_prob(u, mean, log_std, 1.0).mean()
     torch.testing.assert_close(loss, expected_nll)
     assert metrics["nll"] == pytest.approx(float(expected_nll.detach()))
-    # The log_std head is clamped to [-20, 2].
+    # The log_std head (the second half of the actor's output) is clamped to [-20, 2].
     with torch.no_grad():
-        policy.log_std.bias.fill_(100.0)
+        policy.actor.net[-1].bias[1:].fill_(100.0)
     assert torch.all(policy(states)[1] == 2.0)
 
 
 def test_rbc_entropy_term_is_the_closed_form_pre_tanh_entropy() -> None:
     """Loss = NLL - w * H[N(mean, sigma)] (the official GaussianReverseBC's bonus); no sampling noise."""
-    policy = GaussianRBCPolicy(2, 1, max_action=1.0, hidden_dim=8, entropy_weight=0.5)
+    policy = GaussianRBCPolicy(2, 1, 1.0, RolloutPolicyConfig(rbc_hidden_dim=8, rbc_entropy_weight=0.5))
     states, actions = torch.randn(6, 2), torch.rand(6, 1) * 1.8 - 0.9
     loss, metrics = policy.loss(states, actions, torch.Generator().manual_seed(0))
     again, _ = policy.loss(states, actions, torch.Generator().manual_seed(1))

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from romi.data.transitions import Transitions
-from romi.imagination.rollout import Rollouts
 from romi.imagination.sampler import MixedSampler, return_weights
+from romi.types import Batch
 
 
 def _real(n: int = 1000) -> Transitions:
@@ -32,9 +32,9 @@ def _real(n: int = 1000) -> Transitions:
     )
 
 
-def _model(n: int = 500) -> Rollouts:
+def _model(n: int = 500) -> Batch:
     """Model rows are marked by observations[:, 0] = -1."""
-    return Rollouts(torch.full((n, 3), -1.0), torch.zeros(n, 2), torch.ones(n), torch.zeros(n, 3), torch.ones(n))
+    return Batch(torch.full((n, 3), -1.0), torch.zeros(n, 2), torch.ones(n), torch.zeros(n, 3), torch.ones(n))
 
 
 REAL = _real()
@@ -125,7 +125,7 @@ def test_validation() -> None:
             MixedSampler(REAL, _model(), model_share=share, real_weights=None, batch_size=10, seed=0)
     with pytest.raises(ValueError, match="weight"):
         MixedSampler(REAL, None, model_share=0.0, real_weights=np.ones(3), batch_size=10, seed=0)
-    wrong_dims = Rollouts(torch.zeros(5, 4), torch.zeros(5, 2), torch.zeros(5), torch.zeros(5, 4), torch.zeros(5))
+    wrong_dims = Batch(torch.zeros(5, 4), torch.zeros(5, 2), torch.zeros(5), torch.zeros(5, 4), torch.zeros(5))
     with pytest.raises(ValueError, match="does not match"):
         MixedSampler(REAL, wrong_dims, model_share=0.5, real_weights=None, batch_size=10, seed=0)
 

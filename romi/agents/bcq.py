@@ -24,12 +24,11 @@ from romi.nets import (
     EnsembleCritic,
     as_batch_tensor,
     cvae_loss,
-    make_generators,
     mlp,
-    seeded_init,
     soft_update,
     target_copy,
 )
+from romi.rng import generator, seeded_init
 from romi.types import Batch
 
 
@@ -64,12 +63,10 @@ class BCQ:
                  device: str | torch.device = "cpu") -> None:
         self.config, self.device = config, torch.device(device)
         self.max_action = float(max_action)
-        with seeded_init(seed):
+        with seeded_init(seed, "learner-init"):
             self.actor = PerturbationActor(obs_dim, act_dim, max_action, config.actor_hidden, config.phi)
             self.critic = EnsembleCritic(2, obs_dim, act_dim, config.critic_hidden)
-            vae = config.vae
-            self.vae = CVAE(obs_dim, act_dim, max_action, vae.hidden_dim, vae.latent_dim, vae.latent_clip,
-                            vae.log_std_min, vae.log_std_max)
+            self.vae = CVAE.from_config(obs_dim, act_dim, max_action, config.vae)
         self.actor.to(self.device)
         self.critic.to(self.device)
         self.vae.to(self.device)
@@ -80,7 +77,8 @@ class BCQ:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), **adam)
         self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), **adam)
         # Training noise and acting noise come from separate streams: evaluating never changes training.
-        self.generator, self.act_generator = make_generators(seed, self.device, 2)
+        self.generator = generator(seed, "learner", self.device)
+        self.act_generator = generator(seed, "acting", self.device)
         self.step = 0
 
     # --- learning -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import torch
 from torch.nn import functional as F
 
 from romi.config import CQLConfig
-from romi.nets import EnsembleCritic, TanhGaussianActor, as_batch_tensor, seeded_init, soft_update, target_copy
+from romi.nets import EnsembleCritic, TanhGaussianActor, as_batch_tensor, soft_update, target_copy
+from romi.rng import generator, seeded_init
 from romi.types import Batch
 
 
@@ -45,7 +46,7 @@ class CQL:
                  device: str | torch.device = "cpu") -> None:
         self.config, self.device = config, torch.device(device)
         self.obs_dim, self.act_dim, self.max_action = obs_dim, act_dim, float(max_action)
-        with seeded_init(seed):
+        with seeded_init(seed, "learner-init"):
             self.policy = TanhGaussianActor(obs_dim, act_dim, max_action, config.hidden, config.log_std_min,
                                             config.log_std_max)
             self.critic = EnsembleCritic(2, obs_dim, act_dim, config.hidden)
@@ -57,7 +58,7 @@ class CQL:
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.q_lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr, fused=True)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.generator = generator(seed, "learner", self.device)
         # log-density of the uniform distribution on the action box [-max_action, max_action]^|A|
         self.uniform_log_density = -act_dim * math.log(2.0 * self.max_action)
         self.step = 0

@@ -115,22 +115,25 @@ def discrepancy_by_method(results: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def _load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
+    """The sweep's dynamics model of this data, direction and seed (found by its identity's fields, so
+    models an earlier training recipe made -- a long run pinned to an older commit -- are found too;
+    the current recipe's is preferred), or None."""
     from romi.config import DynamicsConfig
+    from romi.imagination.build import TRAINING_RECIPE
     from romi.models.dynamics import DynamicsModel
 
+    matches = []
     for info_path in sorted((artifacts / "dynamics").glob("*/info.json")):
         identity = json.loads(info_path.read_text())["identity"]
         if (identity["dataset_id"], identity["direction"], identity["seed"]) == (dataset_id, direction, seed):
-            state = torch.load(info_path.parent / "state.pt", weights_only=True)
-            config = DynamicsConfig(**identity["config"])
-            # Sizes from the identity, or (artifacts of older romi) from the weights: inputs are
-            # [state, action], outputs [reward, state delta].
-            obs_dim = identity.get("obs_dim") or int(state["ensemble.mean_head.bias"].shape[-1]) - 1
-            act_dim = identity.get("act_dim") or int(state["input_mean"].shape[0]) - obs_dim
-            model = DynamicsModel(obs_dim, act_dim, config, direction)  # type: ignore[arg-type]
-            model.load_state_dict(state)
-            return model.eval()
-    return None
+            matches.append((identity.get("recipe") == TRAINING_RECIPE, info_path, identity))
+    if not matches:
+        return None
+    _, info_path, identity = max(matches, key=lambda match: match[0])
+    model = DynamicsModel(identity["obs_dim"], identity["act_dim"], DynamicsConfig(**identity["config"]),
+                          direction)  # type: ignore[arg-type]
+    model.load_state_dict(torch.load(info_path.parent / "state.pt", weights_only=True))
+    return model.eval()
 
 
 def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: Path, horizon: int = 5,
@@ -239,7 +242,7 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(data), size=min(5000, len(data)), replace=False)
-    anchors = data.observations[rng.choice(len(data), starts, replace=False)]
+    anchors = data.anchor_states[rng.choice(len(data), starts, replace=False)]
     for ax, (direction, (model, policy)) in zip(axes.flat, models.items(), strict=True):
         _maze_axes(ax, task, f"{direction} imagination")
         ax.scatter(data.observations[sample, 0], data.observations[sample, 1], s=1, color="tab:green", alpha=0.15,
@@ -291,7 +294,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
 
     policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
     generator = torch.Generator().manual_seed(seed)
-    anchors = data.observations[rng.choice(len(data), starts, replace=False)]
+    anchors = data.anchor_states[rng.choice(len(data), starts, replace=False)]
     for ax, direction in ((axes.flat[1], "reverse"), (axes.flat[2], "forward")):
         model = _load_dynamics(sweep_dir / "artifacts", dataset_id, direction, seed)
         if model is None:

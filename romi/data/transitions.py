@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from romi.errors import DatasetCorruptError
+from romi.types import Direction
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,25 @@ class Transitions:
     @property
     def num_episodes(self) -> int:
         return len(np.unique(self.episode_ids))
+
+    def given_and_predicted(self, direction: Direction) -> tuple[np.ndarray, np.ndarray]:
+        """(the state a model of `direction` is given, the state it predicts) for every transition:
+        reverse (s', s) -- ROMI models where s' came from --, forward (s, s'). The one place the
+        direction convention is written; the dynamics model's training pairs and the rollout policy's
+        conditioning states both read it."""
+        if direction == "reverse":
+            return self.next_observations, self.observations
+        if direction == "forward":
+            return self.observations, self.next_observations
+        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
+
+    @property
+    def anchor_states(self) -> np.ndarray:
+        """The dataset states imagined rollouts are anchored on, in both directions: `observations`, as in
+        the official code. Reverse rollouts take them as s' and imagine backwards, so every imagined
+        trajectory ends in a dataset state; forward ones take them as s. `observations` never holds a
+        terminal state (hopper/walker falls and antmaze goals appear only as `next_observations`)."""
+        return self.observations
 
     def check_finite(self, source: str, hint: str | None = None) -> None:
         """Raise `DatasetCorruptError` naming the first array with NaN or inf values (`hint`: how to

@@ -19,14 +19,18 @@ from romi.artifacts import ArtifactStore, artifact_key
 from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy
-from romi.imagination.rollout import BufferRequest, Rollouts, shard_plan
+from romi.imagination.rollout import BufferRequest, shard_plan
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import RolloutPolicyModule, build_rollout_policy, train_rollout_policy
 from romi.progress import DynamicsEpoch, EpochTimer, Reporter
+from romi.rng import spawn
 from romi.tasks import TaskSpec
-from romi.types import Direction
+from romi.types import Batch, Direction, Log
 
-Log = Callable[[str], None]
+TRAINING_RECIPE = 2
+"""Part of every model's identity, bumped whenever the code changes what a model trains to from the same
+data, seed and config (2: the seed streams of `romi.rng`), so a store never hands a run a model that the
+current code would not have trained."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class DataIdentity:
 
     def with_(self, direction: Direction, seed: int) -> dict[str, Any]:
         return {"dataset_id": self.dataset_id, "fingerprint": self.fingerprint, "direction": direction,
-                "seed": seed, "obs_dim": self.obs_dim, "act_dim": self.act_dim}
+                "seed": seed, "obs_dim": self.obs_dim, "act_dim": self.act_dim, "recipe": TRAINING_RECIPE}
 
 
 @dataclass(frozen=True)
@@ -132,14 +136,6 @@ def rollout_policy(store: ArtifactStore, data: Transitions, identity: DataIdenti
     return artifact.module.eval()  # type: ignore[return-value]
 
 
-def anchor_states(data: Transitions) -> np.ndarray:
-    """The dataset states imagined rollouts are anchored on, in both directions: `observations`, as in
-    the official code. Reverse rollouts take them as s' and imagine backwards, so every imagined
-    trajectory ends in a dataset state; forward ones take them as s. The `observations` field never
-    holds a terminal state (hopper/walker falls and antmaze goals appear only as `next_observations`)."""
-    return data.observations
-
-
 def buffer_request(model: DynamicsModel, policy: RolloutPolicyModule, data: Transitions, task: TaskSpec, *,
                    size: int, shard_size: int, horizon: int, start_batch_size: int, seed: int,
                    start_weights: np.ndarray | None, device: str) -> BufferRequest:
@@ -147,9 +143,9 @@ def buffer_request(model: DynamicsModel, policy: RolloutPolicyModule, data: Tran
     return BufferRequest(
         model=model,  # type: ignore[arg-type]
         policy=policy,  # type: ignore[arg-type]
-        start_pool=torch.as_tensor(anchor_states(data), device=device),
+        start_pool=torch.as_tensor(data.anchor_states, device=device),
         start_weights=None if start_weights is None else torch.as_tensor(start_weights, device=device),
-        plan=shard_plan(size, shard_size, base_seed=seed),
+        plan=shard_plan(size, shard_size, base_seed=spawn(seed, "imagination")),
         horizon=horizon,
         domain=task.domain,
         goal=goal_xy(task) if task.domain == "antmaze" else None,
@@ -157,14 +153,14 @@ def buffer_request(model: DynamicsModel, policy: RolloutPolicyModule, data: Tran
     )
 
 
-BufferBuilder = Callable[[BufferRequest], Rollouts]
+BufferBuilder = Callable[[BufferRequest], Batch]
 """Builds the model buffer of a request (in process, or Ray actors: `romi.imagination.workers`); the result
 depends only on the plan's seeds."""
 
 
 def model_buffer(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
                  config: RunConfig, max_action: float, builder: BufferBuilder, start_weights: np.ndarray | None,
-                 log: Log = lambda _: None, reporter: Reporter | None = None) -> tuple[Rollouts, dict[str, float]]:
+                 log: Log = lambda _: None, reporter: Reporter | None = None) -> tuple[Batch, dict[str, float]]:
     """ROMI's stage (FOMI's with a forward model): the run's dynamics model and rollout policy from the
     artifact store (trained once), then the model buffer of imagined rollouts anchored on dataset states.
     Returns the buffer and the seconds each part took."""

@@ -17,69 +17,18 @@ content depends only on its seed, so the buffer is the same whatever the number 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from romi.config import ImaginationConfig
 from romi.models.termination import termination_fn
-from romi.types import RolloutPolicy, StepModel
-
-IsDone = Callable[[torch.Tensor], torch.Tensor]
-"""(B, obs_dim) states -> (B,) bool: is this state terminal? (`romi.models.termination`)."""
+from romi.types import Batch, IsDone, RolloutPolicy, StepModel
 
 DEFAULT_START_BATCH_SIZE: int = ImaginationConfig.model_fields["start_batch_size"].default
 """Start states per batch of rollouts (spec §3: 1000); the config is the one source of the number."""
-
-
-@dataclass(frozen=True)
-class Rollouts:
-    """Imagined transitions (s, a, r, s', done) as aligned tensors (the model buffer, or a part of it).
-
-    Frozen: the fields are never re-bound, though `fill_buffer` writes into freshly allocated ones.
-    """
-
-    observations: torch.Tensor  # (N, obs_dim)
-    actions: torch.Tensor  # (N, act_dim)
-    rewards: torch.Tensor  # (N,)
-    next_observations: torch.Tensor  # (N, obs_dim)
-    dones: torch.Tensor  # (N,) float 0/1: next_observations is terminal
-
-    def __len__(self) -> int:
-        return int(self.observations.shape[0])
-
-    @staticmethod
-    def concat(parts: list[Rollouts]) -> Rollouts:
-        if not parts:
-            raise ValueError("no rollouts to concatenate")
-        return Rollouts(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Rollouts)})
-
-    def head(self, n: int) -> Rollouts:
-        """The first `n` transitions (views, no copy)."""
-        return Rollouts(**{f.name: getattr(self, f.name)[:n] for f in fields(self)})
-
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name).detach().cpu().numpy() for f in fields(self)}
-
-    @staticmethod
-    def from_numpy(arrays: dict[str, np.ndarray]) -> Rollouts:
-        # The arrays may be read-only views of Ray's object store. torch only reads them here and
-        # every consumer copies (concat, sampling by index), so the "non-writable" warning is noise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return Rollouts(**{f.name: torch.from_numpy(arrays[f.name]) for f in fields(Rollouts)})
-
-    @staticmethod
-    def _allocate(like: Rollouts, n: int) -> Rollouts:
-        """Uninitialised room for `n` transitions shaped, typed and placed like `like`."""
-        return Rollouts(**{
-            f.name: torch.empty((n, *getattr(like, f.name).shape[1:]), dtype=getattr(like, f.name).dtype,
-                                device=getattr(like, f.name).device)
-            for f in fields(Rollouts)
-        })
 
 
 @dataclass(frozen=True)
@@ -126,7 +75,7 @@ def generate_rollouts(
     horizon: int,
     is_done: IsDone,
     generator: torch.Generator | None = None,
-) -> Rollouts:
+) -> Batch:
     """Rollouts of at most `horizon` steps from each start state, in the model's direction.
 
     Transitions are stored step by step: first the step-1 transition of every surviving row, then
@@ -158,7 +107,7 @@ def generate_rollouts(
         done = is_done(next_obs).to(torch.bool) & finite  # always judged on the later state s'
         parts.append((obs[finite], actions[finite], rewards[finite], next_obs[finite], done[finite].float()))
         current = predicted[finite & ~done]  # done rows stop; so do non-finite ones (not stored)
-    return Rollouts(*(torch.cat(column) for column in zip(*parts, strict=True)))
+    return Batch.concat([Batch(*part) for part in parts])
 
 
 def fill_buffer(
@@ -170,7 +119,7 @@ def fill_buffer(
     is_done: IsDone,
     start_batch_size: int = DEFAULT_START_BATCH_SIZE,
     generator: torch.Generator | None = None,
-) -> Rollouts:
+) -> Batch:
     """Exactly `num_transitions` imagined transitions: batches of `start_batch_size` rollouts until
     at least that many are stored, the last batch truncated.
 
@@ -183,7 +132,7 @@ def fill_buffer(
     """
     if num_transitions < 1:
         raise ValueError(f"num_transitions must be >= 1, got {num_transitions}")
-    buffer: Rollouts | None = None
+    buffer: Batch | None = None
     stored, empty_batches = 0, 0
     with torch.no_grad():
         while stored < num_transitions:
@@ -197,10 +146,10 @@ def fill_buffer(
                 continue
             empty_batches = 0
             if buffer is None:
-                buffer = Rollouts._allocate(batch, num_transitions)
+                buffer = Batch.allocate(batch, num_transitions)
             take = min(len(batch), num_transitions - stored)
-            for f in fields(Rollouts):
-                getattr(buffer, f.name)[stored:stored + take] = getattr(batch, f.name)[:take]
+            for room, rows in zip(buffer, batch, strict=True):
+                room[stored:stored + take] = rows[:take]
             stored += take
     assert buffer is not None
     return buffer
@@ -229,7 +178,7 @@ def generate_shard(
     is_done: IsDone,
     start_batch_size: int,
     seed: int,
-) -> Rollouts:
+) -> Batch:
     """Exactly `num_transitions` imagined transitions whose content depends only on `seed`.
 
     Start states are drawn from `start_pool` with replacement, uniformly or in proportion to
@@ -260,13 +209,13 @@ class BufferRequest:
     goal: np.ndarray | None
     start_batch_size: int
 
-    def generate(self, size: int, seed: int) -> Rollouts:
+    def generate(self, size: int, seed: int) -> Batch:
         is_done = termination_fn(self.domain, self.goal)
         with torch.inference_mode():
             return generate_shard(self.model, self.policy, self.start_pool, self.start_weights, size, self.horizon,
                                   is_done, self.start_batch_size, seed)
 
 
-def build_buffer_in_process(request: BufferRequest) -> Rollouts:
+def build_buffer_in_process(request: BufferRequest) -> Batch:
     """The model buffer, shard after shard in this process (`workers.RayBufferBuilder` uses actors)."""
-    return Rollouts.concat([request.generate(size, seed) for size, seed in request.plan])
+    return Batch.concat([request.generate(size, seed) for size, seed in request.plan])

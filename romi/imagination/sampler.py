@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from romi.data.transitions import Transitions
-from romi.imagination.rollout import Rollouts, RowSampler
+from romi.imagination.rollout import RowSampler
+from romi.rng import generator
 from romi.types import Batch
 
 
@@ -56,7 +57,7 @@ class MixedSampler:
     def __init__(
         self,
         real: Transitions,
-        model: Rollouts | None,
+        model: Batch | None,
         *,
         model_share: float,
         real_weights: np.ndarray | None,
@@ -79,32 +80,29 @@ class MixedSampler:
         if self.num_real > 0 and len(real) == 0:
             raise ValueError("the real data is empty")
 
-        def put(array: np.ndarray | torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(array, dtype=torch.float32, device=device).contiguous()
-
-        self.real = (put(real.observations), put(real.actions), put(real.rewards), put(real.next_observations),
-                     put(real.terminals.astype(np.float32)))
+        self.real = Batch(*(torch.as_tensor(column) for column in (
+            real.observations, real.actions, real.rewards, real.next_observations, real.terminals.astype(np.float32)
+        ))).to(device)
         self.model = None
         if model is not None and self.num_model > 0:
-            self.model = tuple(put(t) for t in (model.observations, model.actions, model.rewards,
-                                                model.next_observations, model.dones))
-            if self.model[0].shape[1] != self.real[0].shape[1] or self.model[1].shape[1] != self.real[1].shape[1]:
-                raise ValueError(f"model buffer (obs {self.model[0].shape[1]}, act {self.model[1].shape[1]}) does "
-                                 f"not match the data (obs {self.real[0].shape[1]}, act {self.real[1].shape[1]})")
+            self.model = model.to(device)
+            if self.model.observations.shape[1] != self.real.observations.shape[1] or (
+                    self.model.actions.shape[1] != self.real.actions.shape[1]):
+                raise ValueError(f"model buffer (obs {self.model.observations.shape[1]}, act "
+                                 f"{self.model.actions.shape[1]}) does not match the data (obs "
+                                 f"{self.real.observations.shape[1]}, act {self.real.actions.shape[1]})")
         self.real_rows = RowSampler.create(len(real), real_weights, device=device) if len(real) else None
-        self.model_rows = None if self.model is None else RowSampler.create(len(self.model[0]))
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.model_rows = None if self.model is None else RowSampler.create(len(self.model))
+        self.generator = generator(seed, "sampler", device)
 
     def sample(self) -> Batch:
-        columns = [t[:0] for t in self.real]
+        batch = self.real.head(0)
         if self.real_rows is not None and self.num_real > 0:
             # With replacement (weighted or not); the official sum tree draws a weighted batch without.
-            index = self.real_rows(self.num_real, self.generator)
-            columns = [t[index] for t in self.real]
+            batch = self.real.take(self.real_rows(self.num_real, self.generator))
         if self.model is not None and self.model_rows is not None:
-            model_index = self.model_rows(self.num_model, self.generator)
-            columns = [torch.cat([c, m[model_index]]) for c, m in zip(columns, self.model, strict=True)]
-        return Batch(*columns)
+            batch = Batch.concat([batch, self.model.take(self.model_rows(self.num_model, self.generator))])
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from romi.imagination.rollout import BufferRequest, Rollouts
+from romi.imagination.rollout import BufferRequest
+from romi.types import Batch
 
 MAX_RESTARTS = 3
 
@@ -62,7 +63,7 @@ class RayBufferBuilder:
     on_workers_started: Any = None
     """Called with the actor handles before any shard is submitted (tests use it to kill one)."""
 
-    def __call__(self, request: BufferRequest) -> Rollouts:
+    def __call__(self, request: BufferRequest) -> Batch:
         import ray
 
         started = time.perf_counter()
@@ -86,8 +87,8 @@ class RayBufferBuilder:
         ]
         shard_refs = [refs[0] for refs in pending]
         self.stats = ray.get([refs[1] for refs in pending])
-        shards = [Rollouts.from_numpy(arrays) for arrays in ray.get(shard_refs)]
-        buffer = Rollouts.concat(shards)
+        shards = [Batch.from_numpy(arrays) for arrays in ray.get(shard_refs)]
+        buffer = Batch.concat(shards)
         del shards, shard_refs, pending  # release the object-store copies
         for worker in self.workers:
             ray.kill(worker)

@@ -15,7 +15,6 @@ snapshots on holdout improvement, early stopping, and the best members kept as e
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,9 @@ from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
 from romi.io import atomic_torch_save
 from romi.models.ensemble import GaussianEnsemble
-from romi.types import Direction
-
-ProgressCallback = Callable[[int, dict[str, float]], None]
-"""Called after every epoch with (epoch, metrics)."""
+from romi.nets import standardization
+from romi.rng import generator, seeded_init
+from romi.types import Direction, ProgressCallback
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,17 +47,10 @@ def make_training_pairs(
     keep = ~transitions.timeouts.astype(bool)
     if not keep_terminals:
         keep &= ~transitions.terminals.astype(bool)
-    obs = transitions.observations[keep].astype(np.float32)
-    next_obs = transitions.next_observations[keep].astype(np.float32)
+    given, predicted = (states[keep].astype(np.float32) for states in transitions.given_and_predicted(direction))
     actions = transitions.actions[keep].astype(np.float32)
     rewards = transitions.rewards[keep].astype(np.float32)[:, None]
-    if direction == "reverse":
-        inputs, targets = np.concatenate([next_obs, actions], 1), np.concatenate([rewards, obs - next_obs], 1)
-    elif direction == "forward":
-        inputs, targets = np.concatenate([obs, actions], 1), np.concatenate([rewards, next_obs - obs], 1)
-    else:
-        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
-    return inputs, targets
+    return np.concatenate([given, actions], 1), np.concatenate([rewards, predicted - given], 1)
 
 
 def gaussian_nll_per_member(mean: torch.Tensor, logvar: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -106,16 +97,7 @@ class DynamicsModel(nn.Module):
         self.config = config
         self.direction: Direction = direction
         in_dim, out_dim = obs_dim + act_dim, 1 + obs_dim
-        self.ensemble = GaussianEnsemble(
-            config.ensemble_size,
-            in_dim,
-            out_dim,
-            hidden_dim=config.hidden_dim,
-            hidden_layers=config.hidden_layers,
-            weight_decays=config.weight_decays,
-            logvar_max_init=config.logvar_max_init,
-            logvar_min_init=config.logvar_min_init,
-        )
+        self.ensemble = GaussianEnsemble.from_config(in_dim, out_dim, config)
         self.register_buffer("input_mean", torch.zeros(in_dim))
         self.register_buffer("input_std", torch.ones(in_dim))
         self.register_buffer("elites", torch.arange(config.num_elites, dtype=torch.long))
@@ -165,8 +147,9 @@ class DynamicsModel(nn.Module):
     ) -> FitReport:
         """Train all members from scratch on `transitions` (spec §1) and pick the elites.
 
-        Every random choice (holdout split, init, bootstrap, shuffles) comes from one generator
-        seeded with `seed`, so the same data and seed give the same model bit for bit on CPU.
+        Every random choice comes from `seed`'s streams (`romi.rng`: the initial weights, and one
+        generator for the holdout split, bootstraps and shuffles), so the same data and seed give the same model
+        bit for bit on CPU.
 
         `checkpoint`: a file the fit saves its state to at the end of an epoch once `checkpoint_every_s`
         seconds have passed since the last save (0: every epoch), and continues from when it exists
@@ -179,7 +162,7 @@ class DynamicsModel(nn.Module):
         cfg = self.config
         started = time.perf_counter()
         device = self.input_mean.device
-        gen = torch.Generator(device=device).manual_seed(seed)
+        gen = generator(seed, "dynamics", device)
 
         inputs_np, targets_np = make_training_pairs(transitions, self.direction, keep_terminals)
         n = len(inputs_np)
@@ -196,15 +179,16 @@ class DynamicsModel(nn.Module):
         num_train = len(train_x)
 
         # Inputs standardised with the training split's statistics; targets stay raw.
-        std = train_x.std(dim=0, unbiased=False)
-        self.input_mean.copy_(train_x.mean(dim=0))
-        self.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+        mean, std = standardization(train_x)
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
         train_x = self._normalise(train_x)
         E = cfg.ensemble_size
         holdout_x = self._normalise(inputs[holdout_idx]).unsqueeze(0).expand(E, -1, -1)
         holdout_y = targets[holdout_idx].unsqueeze(0).expand(E, -1, -1)
 
-        self.ensemble.reset_parameters(gen)
+        with seeded_init(seed, "dynamics-init"):
+            self.ensemble.reset_parameters()
         optimizer = torch.optim.Adam(self.ensemble.parameters(), lr=cfg.learning_rate)
         # Each member trains on its own bootstrap resample of the training split.
         bootstrap = torch.randint(num_train, (E, num_train), device=device, generator=gen)

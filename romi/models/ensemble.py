@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from romi.config import DynamicsConfig
 from romi.nets import EnsembleLinear
 
 
@@ -40,11 +41,12 @@ class GaussianEnsemble(nn.Module):
         ensemble_size: int,
         in_dim: int,
         out_dim: int,
-        hidden_dim: int = 200,
-        hidden_layers: int = 4,
-        weight_decays: Sequence[float] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4),
-        logvar_max_init: float = 0.5,
-        logvar_min_init: float = -10.0,
+        *,
+        hidden_dim: int,
+        hidden_layers: int,
+        weight_decays: Sequence[float],
+        logvar_max_init: float,
+        logvar_min_init: float,
     ) -> None:
         super().__init__()
         if len(weight_decays) != hidden_layers + 1:
@@ -59,10 +61,16 @@ class GaussianEnsemble(nn.Module):
         self.weight_decays = tuple(float(w) for w in weight_decays)
         self._logvar_max_init, self._logvar_min_init = float(logvar_max_init), float(logvar_min_init)
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise every member (and the log-variance bounds) from `generator`."""
+    @classmethod
+    def from_config(cls, in_dim: int, out_dim: int, config: DynamicsConfig) -> GaussianEnsemble:
+        return cls(config.ensemble_size, in_dim, out_dim, hidden_dim=config.hidden_dim,
+                   hidden_layers=config.hidden_layers, weight_decays=config.weight_decays,
+                   logvar_max_init=config.logvar_max_init, logvar_min_init=config.logvar_min_init)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every member (and the log-variance bounds); seed it with `romi.rng.seeded_init`."""
         for layer in self.ensemble_layers():
-            layer.reset_parameters(generator)
+            layer.reset_parameters()
         with torch.no_grad():
             self.max_logvar.fill_(self._logvar_max_init)
             self.min_logvar.fill_(self._logvar_min_init)

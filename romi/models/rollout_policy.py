@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,10 @@ from torch import nn
 
 from romi.config import RolloutPolicyConfig
 from romi.data.transitions import Transitions
-from romi.nets import CVAE, cvae_loss, tanh_gaussian_log_prob
-from romi.types import Direction, RolloutKind
+from romi.nets import CVAE, TanhGaussianActor, cvae_loss, rlkit_atanh, standardization, tanh_gaussian_log_prob
+from romi.rng import generator, seeded_init
+from romi.types import Direction, ProgressCallback, RolloutKind
 
-ProgressCallback = Callable[[int, dict[str, float]], None]
-"""Called every `LOG_EVERY` iterations (and at the end) with (iteration, metrics)."""
 LOG_EVERY = 1000
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -47,18 +46,8 @@ class CVAERolloutPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: RolloutPolicyConfig) -> None:
         super().__init__()
-        c = config.cvae
-        self.cvae = CVAE(
-            obs_dim,
-            act_dim,
-            max_action,
-            hidden_dim=c.hidden_dim,
-            latent_dim=c.latent_dim,
-            latent_clip=c.latent_clip,
-            log_std_min=c.log_std_min,
-            log_std_max=c.log_std_max,
-        )
-        self.kl_weight = c.kl_weight
+        self.cvae = CVAE.from_config(obs_dim, act_dim, max_action, config.cvae)
+        self.kl_weight = config.cvae.kl_weight
 
     def loss(
         self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
@@ -75,41 +64,28 @@ class CVAERolloutPolicy(nn.Module):
 # Gaussian RBC
 # --------------------------------------------------------------------------------------------
 class GaussianRBCPolicy(nn.Module):
-    """pi(a | state): standardised input, 2 x hidden ReLU, mean and log_std heads, tanh squash."""
+    """pi(a | state): standardised input into CQL's tanh-Gaussian actor (2 x hidden ReLU), trained by
+    maximum likelihood plus an entropy bonus (`loss`)."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        max_action: float,
-        hidden_dim: int = 256,
-        log_std_min: float = -20.0,
-        log_std_max: float = 2.0,
-        entropy_weight: float = 0.5,
-    ) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: RolloutPolicyConfig) -> None:
         super().__init__()
+        width = config.rbc_hidden_dim
+        self.actor = TanhGaussianActor(obs_dim, act_dim, max_action, (width, width), config.rbc_log_std_min,
+                                       config.rbc_log_std_max)
         self.max_action = float(max_action)
-        self.log_std_min, self.log_std_max = log_std_min, log_std_max
-        self.entropy_weight = entropy_weight
-        self.trunk = nn.Sequential(
-            nn.Linear(obs_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-        )
-        self.mean = nn.Linear(hidden_dim, act_dim)
-        self.log_std = nn.Linear(hidden_dim, act_dim)
+        self.entropy_weight = config.rbc_entropy_weight
         # Input standardisation, set from the training states (saved with the weights).
         self.register_buffer("state_mean", torch.zeros(obs_dim))
         self.register_buffer("state_std", torch.ones(obs_dim))
 
     def set_normalisation(self, states: torch.Tensor) -> None:
-        std = states.std(dim=0, unbiased=False)
-        self.state_mean.copy_(states.mean(dim=0))
-        self.state_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+        mean, std = standardization(states)
+        self.state_mean.copy_(mean)
+        self.state_std.copy_(std)
 
     def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian."""
-        h = self.trunk((states - self.state_mean) / self.state_std)
-        return self.mean(h), self.log_std(h).clamp(self.log_std_min, self.log_std_max)
+        return self.actor((states - self.state_mean) / self.state_std)
 
     def loss(
         self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
@@ -121,14 +97,14 @@ class GaussianRBCPolicy(nn.Module):
         entropy of the Gaussian *before* the tanh, 0.5 |A| (1 + log 2 pi) + sum log sigma. It is exact
         and noise-free, and it only widens sigma against the NLL's pull; a sampled estimate of the
         squashed distribution's entropy (what romi did before) also penalises saturated actions, which
-        neither the paper nor the official code does. `rbc_entropy_weight=0` gives eq. 4 alone. Data
-        actions are clipped to +-(1 - 1e-6) max_action so atanh stays finite. `generator` is unused
+        neither the paper nor the official code does. `rbc_entropy_weight=0` gives eq. 4 alone. The NLL
+        is the exact change of variables (`tanh_gaussian_log_prob`), not rlkit's epsilon form CQL trains
+        with; data actions at the bound stay finite through the clamped atanh. `generator` is unused
         (the loss draws nothing); it is kept so every rollout policy trains through one signature.
         """
         del generator
         mean, log_std = self(states)
-        bound = (1.0 - 1e-6) * self.max_action
-        u_data = torch.atanh(actions.clamp(-bound, bound) / self.max_action)
+        u_data = rlkit_atanh(actions / self.max_action)
         nll = -tanh_gaussian_log_prob(u_data, mean, log_std, self.max_action).mean()
         entropy = (log_std + 0.5 * (1.0 + math.log(2.0 * math.pi))).sum(-1).mean()
         loss = nll - self.entropy_weight * entropy
@@ -136,9 +112,7 @@ class GaussianRBCPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mean, log_std = self(states)
-        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-        return self.max_action * torch.tanh(mean + log_std.exp() * eps)
+        return self.actor.sample_actions((states - self.state_mean) / self.state_std, generator)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,39 +156,17 @@ def build_rollout_policy(
     if kind == "cvae":
         return CVAERolloutPolicy(obs_dim, act_dim, max_action, config)
     if kind == "rbc":
-        return GaussianRBCPolicy(
-            obs_dim,
-            act_dim,
-            max_action,
-            hidden_dim=config.rbc_hidden_dim,
-            log_std_min=config.rbc_log_std_min,
-            log_std_max=config.rbc_log_std_max,
-            entropy_weight=config.rbc_entropy_weight,
-        )
+        return GaussianRBCPolicy(obs_dim, act_dim, max_action, config)
     if kind == "uniform":
         return UniformRolloutPolicy([-max_action] * act_dim, [max_action] * act_dim)
     raise ValueError(f"unknown rollout policy kind {kind!r}; choose cvae, rbc or uniform")
 
 
 def rollout_policy_pairs(transitions: Transitions, direction: Direction) -> tuple[np.ndarray, np.ndarray]:
-    """(conditioning states, actions): reverse -> (s', a), forward -> (s, a)."""
-    if direction == "reverse":
-        states = transitions.next_observations
-    elif direction == "forward":
-        states = transitions.observations
-    else:
-        raise ValueError(f"direction must be 'reverse' or 'forward', got {direction!r}")
-    return states.astype(np.float32), transitions.actions.astype(np.float32)
-
-
-def _reset_linear_layers(module: nn.Module, generator: torch.Generator) -> None:
-    """PyTorch's default nn.Linear init, but drawn from `generator` so training is seed-determined."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
-            if layer.bias is not None:
-                bound = 1.0 / math.sqrt(layer.weight.shape[1])
-                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    """(conditioning states, actions): the state a model of `direction` is given -- reverse s',
+    forward s -- with the action taken there."""
+    given, _ = transitions.given_and_predicted(direction)
+    return given.astype(np.float32), transitions.actions.astype(np.float32)
 
 
 def train_rollout_policy(
@@ -230,11 +182,13 @@ def train_rollout_policy(
     """Train a rollout policy of `kind` on the (condition, action) pairs of `direction`.
 
     CVAE and RBC: Adam, `config.iterations` steps of `config.batch_size` pairs drawn uniformly with
-    replacement. Uniform trains nothing. Every random choice comes from a generator seeded with
-    `seed`. The report holds the loss averaged over the last `LOG_EVERY` iterations.
+    replacement. Uniform trains nothing. Every random choice comes from `seed`'s streams
+    (`romi.rng`: initial weights, then minibatches and noise). The report holds the loss
+    averaged over the last `LOG_EVERY` iterations.
     """
     started = time.perf_counter()
-    policy = build_rollout_policy(kind, transitions.obs_dim, transitions.act_dim, max_action, config).to(device)
+    with seeded_init(seed, "rollout-policy-init"):
+        policy = build_rollout_policy(kind, transitions.obs_dim, transitions.act_dim, max_action, config).to(device)
     if isinstance(policy, UniformRolloutPolicy):
         return policy, {"kind": kind, "iterations": 0, "train_seconds": time.perf_counter() - started}
 
@@ -245,8 +199,7 @@ def train_rollout_policy(
     states = torch.as_tensor(states_np, device=device)
     actions = torch.as_tensor(actions_np, device=device)
 
-    gen = torch.Generator(device=device).manual_seed(seed)
-    _reset_linear_layers(policy, gen)
+    gen = generator(seed, "rollout-policy", device)
     if isinstance(policy, GaussianRBCPolicy):
         policy.set_normalisation(states)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)

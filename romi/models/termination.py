@@ -6,12 +6,11 @@ transition is stored with done=1 and its rollout stops there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
-IsDone = Callable[[torch.Tensor], torch.Tensor]
+from romi.types import IsDone
+
 DOMAINS = ("maze2d", "antmaze", "hopper", "walker2d", "halfcheetah")
 
 

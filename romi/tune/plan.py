@@ -27,8 +27,7 @@ from romi.tune.timing import (
     time_learner,
     time_rollout_policy_iteration,
 )
-
-Log = Callable[[str], None]
+from romi.types import Log
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,18 +11,17 @@ driver's.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from romi.errors import DatasetCorruptError, PreflightError
 from romi.io import check_writable_dir
 from romi.tune.spec import SweepSpec, check_datasets
+from romi.types import Log
 
 ADDRESS_TIMEOUT_S = 5.0
 """How long to wait for a cluster's head to accept a connection: Ray itself retries for ~14 minutes."""
 
-Log = Callable[[str], None]
 
 
 def is_uri(storage: str) -> bool:

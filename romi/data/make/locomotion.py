@@ -30,9 +30,9 @@ from romi.data.make.sac import (
 )
 from romi.progress import format_duration
 from romi.tasks import TaskSpec
+from romi.types import Log
 
 DEFAULT_STEPS = 1_000_000
-Log = Callable[[str], None]
 
 
 def rollout_episodes(

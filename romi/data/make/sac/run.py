@@ -44,8 +44,8 @@ from romi.data.make.sac.selection import CheckpointRecord, best_checkpoint, choo
 from romi.errors import RomiError
 from romi.io import atomic_dir, atomic_save_npz, atomic_write_text
 from romi.progress import format_duration
+from romi.types import Log
 
-Log = Callable[[str], None]
 STATE_FILE = "state.json"
 _STATE_VERSION = 1
 _RATE_WINDOW = 5
