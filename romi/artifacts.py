@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from romi.io import atomic_dir
+from romi.storage import is_remote
 
 
 def artifact_key(artifact_kind: str, /, **identity: Any) -> str:
@@ -51,17 +52,13 @@ class Artifact:
 BuildLock = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-def _is_remote(root: str) -> bool:
-    return "://" in root and not root.startswith("file://")
-
-
 class ArtifactStore:
     """`<root>/<kind>/<key>/{state.pt, info.json}` with per-key build locks."""
 
     def __init__(self, root: str | os.PathLike[str], lock: BuildLock | None = None,
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.uri = str(root).removeprefix("file://")
-        self.remote = _is_remote(self.uri)
+        self.remote = is_remote(self.uri)
         if self.remote:
             import pyarrow.fs
 

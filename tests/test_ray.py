@@ -88,7 +88,21 @@ def test_a_killed_worker_is_restarted_and_the_buffer_is_complete(ray_cluster) ->
 
         threading.Thread(target=kill, daemon=True).start()
 
-    builder = RayBufferBuilder(2, log=lambda m: None, on_workers_started=kill_one_soon)
+    class KillingBuilder(RayBufferBuilder):
+        """Kills a worker once the actors exist, before any shard is submitted (their handles are set
+        by then: the first `generate` call is submitted after `workers` is filled)."""
+
+        @property
+        def workers(self) -> list:
+            return self._workers
+
+        @workers.setter
+        def workers(self, handles: list) -> None:
+            self._workers = handles
+            if handles:
+                kill_one_soon(handles)
+
+    builder = KillingBuilder(2, log=lambda m: None)
     buffer = _build(builder, plan)
     assert killed, "the worker was not killed"
     assert len(buffer) == 300_000

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from romi.analysis.results import _filesystem, _find_trials
+from romi.analysis.results import _find_trials
 from romi.config import build_run_config
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 from romi.layout import CONFIG_FILE, EVALUATIONS_FILE, SUMMARY_FILE, evaluation_lines
+from romi.storage import filesystem
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Exported:
 
 def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
     """Write every finished trial of the Tune experiment at `sweep` under `out/<trial name>/`."""
-    fs, root = _filesystem(sweep)
+    fs, root = filesystem(sweep)
     written, already, unfinished = [], [], []
     for trial in _find_trials(fs, root):
         if trial.sweep == "train":
@@ -82,7 +83,7 @@ def export_models(sweep: str, out: Path) -> Exported:
     """
     import pyarrow.fs
 
-    fs, root = _filesystem(sweep)
+    fs, root = filesystem(sweep)
     artifacts = f"{root.rstrip('/')}/artifacts"
     selector = pyarrow.fs.FileSelector(artifacts, recursive=True, allow_not_found=True)
     written, already = [], []

@@ -13,6 +13,7 @@ from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
 from romi.io import atomic_write_text, check_writable_dir
+from romi.storage import is_remote
 
 
 @dataclass
@@ -40,7 +41,7 @@ def relevant_tables(results: pd.DataFrame) -> list[int]:
 def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
     """Local sweep paths must be existing directories (URIs are read as they are)."""
     for sweep in sweeps:
-        if "://" in sweep and not sweep.startswith("file://"):
+        if is_remote(sweep):
             continue
         path = Path(sweep.removeprefix("file://")).expanduser()
         if not path.exists():

@@ -27,6 +27,7 @@ from romi.layout import (
     TrialStatus,
     read_evaluation_lines,
 )
+from romi.storage import filesystem
 
 __all__ = ["STATUSES", "headline", "load_results", "summarize_trials"]
 
@@ -55,16 +56,6 @@ class _Trial:
     records: list[dict[str, Any]]
     status: TrialStatus
     config: dict[str, Any]
-
-
-def _filesystem(path: str) -> tuple[Any, str]:
-    import pyarrow.fs
-
-    if "://" in path and not path.startswith("file://"):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    from pathlib import Path
-
-    return pyarrow.fs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().resolve())
 
 
 def _read_text(fs: Any, path: str) -> str | None:
@@ -154,7 +145,7 @@ def load_results(*paths: str) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
     for path in paths:
-        fs, root = _filesystem(str(path))
+        fs, root = filesystem(str(path))
         found = list(_find_trials(fs, root))
         seen = {(t.sweep, t.identity["task"], t.identity["method"], t.identity["seed"]) for t in found}
         unstarted = [t for t in _manifest_trials(fs, root)
@@ -200,24 +191,26 @@ def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
     `headline_score` is the mean of the last `last_k` headline scores (see `HEADLINE`); `last_k_score`
     and `last_k_score_local` are the same with D4RL's and with the dataset's own refs.
     """
-    def one(group: pd.DataFrame) -> pd.Series:
-        evaluated = group.dropna(subset=["score"]).sort_values("step")
-        return pd.Series({
-            "status": group["status"].iloc[0],
-            "method_label": group["method_label"].iloc[-1],
-            "normalised_with": evaluated["normalised_with"].iloc[-1] if len(evaluated) else None,
-            "headline_score": evaluated["score_headline"].tail(last_k).mean() if len(evaluated) else np.nan,
-            "steps": evaluated["step"].iloc[-1] if len(evaluated) else np.nan,
-            "evaluations": len(evaluated),
-            "final_score": evaluated["score"].iloc[-1] if len(evaluated) else np.nan,
-            "last_k_score": evaluated["score"].tail(last_k).mean() if len(evaluated) else np.nan,
-            "final_score_local": evaluated["score_local"].iloc[-1] if len(evaluated) else np.nan,
-            "last_k_score_local": evaluated["score_local"].tail(last_k).mean() if len(evaluated) else np.nan,
-            "discrepancy": evaluated["discrepancy"].iloc[-1] if len(evaluated) else np.nan,
-            "wall_time": evaluated["wall_time"].iloc[-1] if len(evaluated) else np.nan,
-        })
-
     if results.empty:
         return pd.DataFrame()
     keys = ["sweep", "trial", "task", "method", "seed"]
-    return results.groupby(keys, sort=True).apply(one, include_groups=False).reset_index()
+
+    def tail_mean(column: pd.Series) -> float:
+        return float(column.tail(last_k).mean())
+
+    trials = results.groupby(keys, sort=True).agg(status=("status", "first"), method_label=("method_label", "last"))
+    evaluated = results.dropna(subset=["score"]).sort_values([*keys, "step"]).groupby(keys, sort=True).agg(
+        normalised_with=("normalised_with", "last"),
+        headline_score=("score_headline", tail_mean),
+        steps=("step", "last"),
+        evaluations=("score", "size"),
+        final_score=("score", "last"),
+        last_k_score=("score", tail_mean),
+        final_score_local=("score_local", "last"),
+        last_k_score_local=("score_local", tail_mean),
+        discrepancy=("discrepancy", "last"),
+        wall_time=("wall_time", "last"),
+    )
+    summary = trials.join(evaluated).reset_index()
+    summary["evaluations"] = summary["evaluations"].fillna(0).astype(int)  # a trial with none joins as NaN
+    return summary

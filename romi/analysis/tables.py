@@ -166,25 +166,32 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
     ours = OUR_METHODS[table]
     labels = _labels(summary, ours)
     columns, records = [], []
-    cells = {(t, label): summary[(summary["task"] == t) & (summary["method_label"] == label)] for t in tasks
-             for label in labels} if not summary.empty else {}
+    # One row per (task, label) cell: mean, population std and count of its trials' scores.
+    cells = pd.DataFrame()
+    if not summary.empty:
+        of_table = summary[summary["task"].isin(tasks) & summary["method_label"].isin(labels)]
+        cells = of_table.groupby(["task", "method_label"]).agg(
+            ours_mean=("headline_score", "mean"), ours_std=("headline_score", lambda x: x.std(ddof=0)),
+            ours_n=("headline_score", "count"), ours_d4rl_mean=("last_k_score", "mean"),
+            ours_d4rl_std=("last_k_score", lambda x: x.std(ddof=0)), ours_d4rl_n=("last_k_score", "count"),
+            trials=("status", "size"), finished=("status", lambda x: int((x == "finished").sum())))
     # Seeds a cell should have: the sweep manifest lists every trial (started or not); without one, the
     # most trials any cell of this table has.
-    expected = max((len(trials) for trials in cells.values()), default=0)
+    expected = int(cells["trials"].max()) if len(cells) else 0
     for task in tasks:
         record: dict[tuple[str, str, str], object] = {}
         of_task = summary[summary["task"] == task] if not summary.empty else summary
         norms = sorted(set(of_task["normalised_with"].dropna())) if not of_task.empty else []
         record[("ours", "normalised with", "refs")] = " + ".join(norms) if norms else None
         for label in labels:
-            trials = of_task[of_task["method_label"] == label] if not of_task.empty else of_task
-            for source, column in (("ours", "headline_score"), ("ours_d4rl", "last_k_score")):
-                scores = trials[column].dropna() if len(trials) else pd.Series(dtype=float)
-                record[(source, label, "mean")] = float(scores.mean()) if len(scores) else np.nan
-                record[(source, label, "std")] = float(scores.std(ddof=0)) if len(scores) else np.nan
-                record[(source, label, "n")] = float(len(scores))
-            finished = int((trials["status"] == "finished").sum()) if len(trials) else 0
-            record[("ours", label, "complete")] = float(expected > 0 and finished == expected == len(trials))
+            cell = cells.loc[(task, label)] if (task, label) in cells.index else None
+            for source in ("ours", "ours_d4rl"):
+                n = float(cell[f"{source}_n"]) if cell is not None else 0.0
+                record[(source, label, "mean")] = float(cell[f"{source}_mean"]) if n else np.nan
+                record[(source, label, "std")] = float(cell[f"{source}_std"]) if n else np.nan
+                record[(source, label, "n")] = n
+            complete = cell is not None and expected > 0 and cell["finished"] == expected == cell["trials"]
+            record[("ours", label, "complete")] = float(complete)
         if table in DELTA:
             a, b = DELTA[table]
             record[("ours", "Delta", "mean")] = (
@@ -202,14 +209,14 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
         columns = list(record)
     numbers = pd.DataFrame(records, index=pd.Index(tasks, name="task"), columns=pd.MultiIndex.from_tuples(columns))
 
-    missing = []
+    missing_columns = ["task", "method", "seed", "status", "evaluations"]
+    missing_frame = pd.DataFrame(columns=missing_columns)
     if not summary.empty:
-        for task in tasks:
-            for method in ours:
-                trials = summary[(summary["task"] == task) & (summary["method"] == method)]
-                for _, trial in trials.iterrows():
-                    if trial["status"] != "finished":
-                        missing.append({"task": task, "method": method, "seed": trial["seed"],
-                                        "status": trial["status"], "evaluations": trial["evaluations"]})
-    missing_frame = pd.DataFrame(missing, columns=["task", "method", "seed", "status", "evaluations"])
+        unfinished = summary[summary["task"].isin(tasks) & summary["method"].isin(ours)
+                             & (summary["status"] != "finished")]
+        # in the table's order: its tasks, then its methods (a stable sort keeps the seeds in order)
+        order = unfinished.assign(task=pd.Categorical(unfinished["task"], tasks),
+                                  method=pd.Categorical(unfinished["method"], ours))
+        missing_frame = (order.sort_values(["task", "method"], kind="stable")[missing_columns]
+                         .astype({"task": str, "method": str}).reset_index(drop=True))
     return PaperTable(table, numbers, missing_frame, labels)

@@ -43,6 +43,7 @@ class RolloutWorker:
         return shard.to_numpy(), {"transitions": float(len(shard)), "seconds": seconds, "pid": float(os.getpid())}
 
     def pid(self) -> int:
+        """The actor's process (the fault-tolerance test kills it mid-buffer)."""
         return os.getpid()
 
 
@@ -60,8 +61,6 @@ class RayBufferBuilder:
     log: Any = print
     stats: list[dict[str, float]] = field(default_factory=list)
     workers: list[Any] = field(default_factory=list)
-    on_workers_started: Any = None
-    """Called with the actor handles before any shard is submitted (tests use it to kill one)."""
 
     def __call__(self, request: BufferRequest) -> Batch:
         import ray
@@ -79,8 +78,6 @@ class RayBufferBuilder:
         request_ref = ray.put(cpu_request)
         worker_cls = rollout_worker_class()
         self.workers = [worker_cls.remote(request_ref) for _ in range(self.num_workers)]
-        if self.on_workers_started is not None:
-            self.on_workers_started(self.workers)
         pending = [
             self.workers[i % self.num_workers].generate.options(num_returns=2).remote(size, seed)
             for i, (size, seed) in enumerate(request.plan)

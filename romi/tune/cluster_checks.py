@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from romi.errors import ConfigError, DatasetMissingError, RomiError
+from romi.storage import filesystem, is_remote
 from romi.tune.spec import SweepSpec
 
 MARKER_DIR = ".romi-preflight"
@@ -74,16 +75,10 @@ def node_check(spec: SweepSpec, marker_uri: str, node_id: str) -> NodeReport:
                       minari_path=str(datasets_root()), storage_problem=storage_problem, missing=missing)
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(uri)
-
-
 def _marker_visible(marker_uri: str) -> bool:
     import pyarrow.fs
 
-    fs, path = _filesystem(marker_uri)
+    fs, path = filesystem(marker_uri)
     return fs.get_file_info(path).type == pyarrow.fs.FileType.File
 
 
@@ -111,7 +106,7 @@ def check_cluster(spec: SweepSpec, storage_uri: str, timeout: float = NODE_TIMEO
         return []  # one machine: the driver's own checks (and Tune's) already ran there
 
     marker_uri = f"{storage_uri.rstrip('/')}/{MARKER_DIR}/{uuid.uuid4().hex}"
-    fs, marker_path = _filesystem(marker_uri)
+    fs, marker_path = filesystem(marker_uri)
     try:
         fs.create_dir(os.path.dirname(marker_path), recursive=True)
         with fs.open_output_stream(marker_path) as out:
@@ -146,7 +141,7 @@ def _raise_problems(spec: SweepSpec, storage_uri: str, reports: list[NodeReport]
     unshared = [r for r in reports if r.storage_problem]
     if unshared:
         lines = "\n".join(f"  {r.name}: {r.storage_problem}" for r in unshared)
-        local = "://" not in storage_uri or storage_uri.startswith("file://")
+        local = not is_remote(storage_uri)
         raise ConfigError(
             f"sweep {spec.name}: the storage {storage_uri} is not shared with {len(unshared)} of "
             f"{len(reports)} nodes" + (" (a local path on a multi-node cluster)" if local else "") + f":\n{lines}",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from romi.errors import DatasetCorruptError, PreflightError
 from romi.io import check_writable_dir
+from romi.storage import absolute, is_remote
 from romi.tune.spec import SweepSpec, check_datasets
 from romi.types import Log
 
@@ -24,13 +25,9 @@ ADDRESS_TIMEOUT_S = 5.0
 
 
 
-def is_uri(storage: str) -> bool:
-    return "://" in storage and not storage.startswith("file://")
-
-
 def experiment_path(storage: str, name: str) -> str:
     """Where Tune keeps the sweep: an absolute local path or a URI."""
-    root = storage if is_uri(storage) else str(Path(storage.removeprefix("file://")).expanduser().resolve())
+    root = absolute(storage)
     return f"{root.rstrip('/')}/{name}"
 
 
@@ -82,7 +79,7 @@ def existing_trials(experiment: str) -> bool:
     if tune.Tuner.can_restore(experiment):
         return True
     path = Path(experiment)
-    return not is_uri(experiment) and path.is_dir() and any(path.glob("*/params.json"))
+    return not is_remote(experiment) and path.is_dir() and any(path.glob("*/params.json"))
 
 
 def check_existing(spec: SweepSpec, experiment: str, *, resume: bool, overwrite: bool) -> None:
@@ -123,7 +120,7 @@ def before_ray(spec: SweepSpec, storage: str, *, address: str | None, num_cpus: 
                overwrite: bool, log: Log = print) -> str:
     """All checks that need no Ray, cheapest first; returns the experiment path."""
     check_num_cpus(address, num_cpus)
-    if not is_uri(storage):
+    if not is_remote(storage):
         check_writable_dir(Path(storage.removeprefix("file://")).expanduser(), "--storage")
     experiment = experiment_path(storage, spec.name)
     check_existing(spec, experiment, resume=resume, overwrite=overwrite)

@@ -11,12 +11,12 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from romi.config import METHOD_TABLE
 from romi.errors import PreflightError
 from romi.layout import MANIFEST_FILE, TrialStatus, trial_name
+from romi.storage import absolute, filesystem
 from romi.tune import preflight
 from romi.tune.cluster_checks import check_cluster
 from romi.tune.plan import SweepPlan, make_plan, make_progress_reporter
@@ -25,11 +25,6 @@ from romi.tune.spec import SweepSpec, TrialResources, check_datasets  # noqa: F4
 from romi.tune.trainable import romi_trainable
 
 DEFAULT_STORAGE = "runs/sweeps"
-
-
-def _storage_uri(storage: str) -> str:
-    """Tune wants an absolute local path or a URI."""
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -51,20 +46,12 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ) from None
 
 
-def _fs(path: str) -> tuple[Any, str]:
-    import pyarrow.fs
-
-    if preflight.is_uri(path):
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), path
-
-
 def _start_over(experiment: str) -> None:
     """`--overwrite`: remove the sweep's trials and Tune state; keep `artifacts/` (models keyed by their
     dataset, seed and config, so reusing them changes no result)."""
     import pyarrow.fs
 
-    fs, path = _fs(experiment)
+    fs, path = filesystem(experiment)
     for info in fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True)):
         if info.base_name == "artifacts":
             continue
@@ -75,7 +62,7 @@ def _start_over(experiment: str) -> None:
 
 
 def write_manifest(spec: SweepSpec, experiment: str) -> None:
-    fs, path = _fs(experiment)
+    fs, path = filesystem(experiment)
     fs.create_dir(path, recursive=True)
     trials = [{"trial": trial_name(c.model_dump()), "task": c.task, "method": c.method, "seed": c.seed,
                "gradient_steps": c.gradient_steps} for c in spec.trial_configs()]
@@ -111,7 +98,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     quiet_driver_logs()
     total_steps = {trial_name(c.model_dump()): c.gradient_steps or 0 for c in spec.trial_configs()}
     reporter = make_progress_reporter(total_steps, plan, log=log)
-    storage_uri = _storage_uri(storage)
+    storage_uri = absolute(storage)
     experiment = f"{storage_uri.rstrip('/')}/{spec.name}"
     start_coordinator()
     resources = spec.resources
@@ -172,7 +159,7 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
                                       overwrite=overwrite, log=log)
     init_ray(address, num_cpus)
     spec = preflight.check_resources(spec, preflight.cluster_resources(), local=address is None, log=log)
-    check_cluster(spec, _storage_uri(storage))  # every node sees the storage and has the data, before any trial
+    check_cluster(spec, absolute(storage))  # every node sees the storage and has the data, before any trial
     if overwrite:
         _start_over(experiment)
     write_manifest(spec, experiment)
