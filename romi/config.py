@@ -113,35 +113,55 @@ class BCQConfig(FrozenModel):
     """BCQ (Fujimoto et al. 2019), spec §4."""
 
     actor_hidden: tuple[int, ...] = (400, 300)
+    """The perturbation actor xi(s, a)'s hidden widths."""
     critic_hidden: tuple[int, ...] = (400, 300)
+    """Each of the two critics' hidden widths."""
     vae: CVAEConfig = CVAEConfig()
+    """The behaviour model G(a | s) that proposes candidate actions."""
     learning_rate: float = Field(1e-3, gt=0)
+    """Adam's, for the actor, the critics and the VAE alike."""
     gamma: float = Field(0.99, gt=0, le=1)
+    """Discount."""
     tau: float = Field(0.005, gt=0, le=1)
+    """Soft target-update rate."""
     lmbda: float = Field(0.75, ge=0, le=1)
+    """Soft clipped double-Q: lambda min_i Q_i + (1 - lambda) max_i Q_i in the target. (The BCQ paper's
+    and official code's name; renaming it would break every saved config.json.)"""
     phi: float = Field(0.05, ge=0)
+    """The largest perturbation, as a fraction of max_action."""
     batch_size: int = Field(100, ge=1)
     target_samples: int = Field(10, ge=1)
+    """Candidate actions per next state in the target (the max over them is the greedy step)."""
     eval_candidates: int = Field(100, ge=1)
+    """Candidate actions per state when acting (the best by Q1 is taken)."""
 
 
 class CQLConfig(FrozenModel):
     """CQL(H) with importance sampling (Kumar et al. 2020), spec §4."""
 
     hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of the policy and of each of the two critics."""
     policy_lr: float = Field(1e-4, gt=0)
     q_lr: float = Field(3e-4, gt=0)
     alpha_lr: float = Field(1e-4, gt=0)
+    """Adam's for the entropy temperature log alpha."""
     gamma: float = Field(0.99, gt=0, le=1)
+    """Discount."""
     tau: float = Field(5e-3, gt=0, le=1)
+    """Soft target-update rate."""
     target_entropy: float | None = None
-    """None: -action dim."""
+    """The entropy alpha steers the policy towards; None: -action dim."""
     bc_steps: int = Field(40_000, ge=0)
+    """Policy steps of behaviour cloning before the SAC objective takes over."""
     conservative_weight: float = Field(5.0, ge=0)
+    """The weight of the CQL(H) penalty (logsumexp of sampled-action Q minus data-action Q)."""
     num_sampled_actions: int = Field(10, ge=1)
+    """Actions per source (uniform, pi(.|s), pi(.|s')) in the penalty's logsumexp: 3x this in all."""
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    """The policy's log-std clamp."""
     backup_entropy: bool = False
+    """Whether the TD target subtracts alpha log pi(a'|s') (SAC does; the official CQL does not)."""
     batch_size: int = Field(256, ge=1)
 
 

@@ -193,7 +193,11 @@ def target_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) target + tau source, for all parameters in one foreach kernel."""
+    """target <- (1 - tau) target + tau source, for all parameters in one foreach kernel.
+
+    `torch._foreach_lerp_` is not public API, but it is what `torch.optim`'s own EMA helpers call, and it
+    is one kernel where a loop over parameters is one per tensor; `test_agents` pins its result against
+    the per-parameter formula, so a change in torch shows up there."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 

@@ -4,8 +4,8 @@
 
 A method is a row of `METHOD_TABLE`: plain BCQ/CQL skip the bracketed stages. Models and rollout
 policies come from the `ArtifactStore` (trained once per dataset, direction, seed and config); the
-model buffer is rebuilt deterministically from its seed, by a pluggable builder (in-process here,
-Ray actors in `romi.tune`). A `Run` is ready to train when constructed. `Run.save(dir)` writes
+model buffer is rebuilt deterministically from its seed, by a pluggable builder (in process, or Ray
+actors: `romi.imagination.workers`). A `Run` is ready to train when constructed. `Run.save(dir)` writes
 everything the next gradient step depends on (`romi.layout`); `read_state` + `load_state_dict`
 continue from it exactly as if the run had never stopped. The two drivers (`romi.train`,
 `romi.tune.trainable`) differ only in where that directory lives.

@@ -316,3 +316,15 @@ def test_critic_learns_a_one_step_bandit(cls, config) -> None:
         assert agent.update(Batch(obs, high, high[:, 0], obs, torch.ones(200)))["vae_recon_loss"] < 0.4
     else:  # the policy leans towards high first coordinates (alpha keeps it from going all the way)
         assert (agent.act(obs.numpy())[:, 0] > 0).mean() > 0.9
+
+
+def test_soft_update_is_the_per_parameter_lerp() -> None:
+    """`soft_update` uses torch's private foreach lerp: pinned here against the formula."""
+    from romi.nets import soft_update
+
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expected = [(1 - 0.1) * t.detach().clone() + 0.1 * s.detach() for t, s in
+                zip(target.parameters(), source.parameters(), strict=True)]
+    soft_update(target, source, 0.1)
+    for got, want in zip(target.parameters(), expected, strict=True):
+        torch.testing.assert_close(got.detach(), want)

@@ -84,22 +84,28 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
         report.files += plots.learning_curves(results, out / "learning_curves")
         log("drawing the trajectory discrepancy by method")
         report.files += plots.discrepancy_by_method(results, out / "discrepancy")
+        from romi.data.minari_io import resolve_dataset_id
+        from romi.tasks import get_task
+
         for sweep in sweeps:
             sweep_dir = Path(sweep)
-            maze = sorted(t for t in results["task"].unique() if t.startswith("maze2d"))
-            if maze and any((sweep_dir / "artifacts" / "dynamics").glob("*/info.json")):
-                from romi.data.minari_io import resolve_dataset_id
-                from romi.tasks import get_task
-
-                # Results pulled from a cluster often come without the dataset (or with part of the
-                # artifacts): the tables are still the report; these figures are skipped, with a warning.
-                log(f"drawing figure 3 (imagined rollouts) and the model accuracy by horizon for {maze[0]}")
-                try:
-                    report.files += plots.figure3(sweep_dir, maze[0], out / f"figure3_{maze[0]}")
-                    report.files += plots.model_accuracy_by_horizon(
-                        sweep_dir / "artifacts", resolve_dataset_id(get_task(maze[0])), 0,
-                        out / f"model_accuracy_{maze[0]}"
-                    )
-                except (DatasetMissingError, FileNotFoundError) as err:
-                    report.skipped.append(f"figure 3 and model accuracy for {maze[0]} ({sweep}): {err}")
+            # This sweep's own trials (its name is its directory's), so a second sweep draws its own
+            # figures into its own files instead of redrawing (and overwriting) the first one's.
+            of_sweep = results[results["sweep"] == sweep_dir.name]
+            maze = sorted(t for t in of_sweep["task"].unique() if t.startswith("maze2d"))
+            if not maze or not any((sweep_dir / "artifacts" / "dynamics").glob("*/info.json")):
+                continue
+            task = maze[0]
+            seed = int(of_sweep[of_sweep["task"] == task]["seed"].min())  # the first seed the sweep ran
+            suffix = f"{task}_{sweep_dir.name}" if len(sweeps) > 1 else task
+            # Results pulled from a cluster often come without the dataset (or with part of the
+            # artifacts): the tables are still the report; these figures are skipped, with a warning.
+            log(f"drawing figure 3 (imagined rollouts) and the model accuracy by horizon for {task}, seed {seed}")
+            try:
+                report.files += plots.figure3(sweep_dir, task, out / f"figure3_{suffix}", seed=seed)
+                report.files += plots.model_accuracy_by_horizon(
+                    sweep_dir / "artifacts", resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
+                )
+            except (DatasetMissingError, FileNotFoundError) as err:
+                report.skipped.append(f"figure 3 and model accuracy for {task} ({sweep}): {err}")
     return report

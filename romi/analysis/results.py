@@ -1,7 +1,8 @@
 """Every evaluation of every trial as one tidy DataFrame.
 
-Reads Tune experiment directories (`<storage>/<sweep>/<trial>/{params.json, result.json}`), as
-written by `romi sweep`, and `romi train` run directories (`config.json`, `evaluations.jsonl`), from a
+Reads Tune experiment directories (`<storage>/<sweep>/<trial>/`: `params.json`, the latest
+`checkpoint_*/evaluations.jsonl`, and `result.json` for what came after it), as written by `romi sweep`,
+and `romi train` run directories (`config.json`, `evaluations.jsonl`), from a
 local path or any URI pyarrow understands (`s3://`, `gs://`, ...). Partially finished sweeps load
 too: every trial is `finished`, `stopped` (evaluated, then interrupted or still running: its step says
 where), `failed` or `not started`; trials a sweep asks for but never started come from the sweep's

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -155,8 +156,15 @@ def fill_buffer(
     return buffer
 
 
-def shard_plan(total: int, shard_size: int, base_seed: int) -> list[tuple[int, int]]:
-    """(size, seed) of every shard; concatenated in this order the shards are the model buffer.
+class Shard(NamedTuple):
+    """One piece of the model buffer: `size` transitions generated from `seed` alone."""
+
+    size: int
+    seed: int
+
+
+def shard_plan(total: int, shard_size: int, base_seed: int) -> list[Shard]:
+    """Every shard of the buffer; concatenated in this order the shards are the model buffer.
 
     Seeds are spawned from `np.random.SeedSequence(base_seed)`: independent streams, and shard i's
     seed does not depend on how many shards there are after it.
@@ -165,7 +173,7 @@ def shard_plan(total: int, shard_size: int, base_seed: int) -> list[tuple[int, i
         raise ValueError(f"total and shard_size must be positive, got {total} and {shard_size}")
     sizes = [shard_size] * (total // shard_size) + ([total % shard_size] if total % shard_size else [])
     children = np.random.SeedSequence(base_seed).spawn(len(sizes))
-    return [(size, int(child.generate_state(1)[0])) for size, child in zip(sizes, children, strict=True)]
+    return [Shard(size, int(child.generate_state(1)[0])) for size, child in zip(sizes, children, strict=True)]
 
 
 def generate_shard(
@@ -203,7 +211,7 @@ class BufferRequest:
     policy: RolloutPolicy
     start_pool: torch.Tensor
     start_weights: torch.Tensor | None
-    plan: list[tuple[int, int]]
+    plan: list[Shard]
     horizon: int
     domain: str
     goal: np.ndarray | None

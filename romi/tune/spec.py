@@ -134,10 +134,11 @@ def check_datasets(spec: SweepSpec) -> dict[str, str]:
     from romi.tasks import get_task
 
     found, missing = {}, []
-    data_source = spec.overrides.get("data_source", "auto")
+    # Each trial's own resolved config says where its data comes from (an override or a profile may set it).
+    sources = {config.task: config.data_source for config in spec.trial_configs()}
     for task in spec.tasks:
         try:
-            found[task] = resolve_dataset_id(get_task(task), data_source)
+            found[task] = resolve_dataset_id(get_task(task), sources[task])
         except DatasetMissingError as err:
             missing.append(f"  {task}: {err.hint}")
     if missing:
