@@ -27,7 +27,7 @@ import torch
 from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
-from romi.data.minari_io import dataset_fingerprint, load_transitions, read_metadata, resolve_dataset_id
+from romi.data.minari_io import load_dataset
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
 from romi.evaluation import Evaluator, Scores
@@ -79,15 +79,15 @@ class Run:
         self.task: TaskSpec = task
         self.log = log
         self.reporter = reporter or Reporter(log)
-        self.step = 0
         self.history: list[dict[str, Any]] = []
         """Every evaluation so far, as `evaluations.jsonl` holds them (see `romi.layout`)."""
         self.stage_seconds: dict[str, float] = {}
         torch.manual_seed(config.seed)  # library code draws from explicit generators; this is a backstop
 
         started = time.perf_counter()
-        self.dataset_id = resolve_dataset_id(task, config.data_source)
-        self.data = data = load_transitions(self.dataset_id)
+        self.dataset = dataset = load_dataset(task, config.data_source)
+        self.dataset_id, self.data = dataset.id, dataset.transitions
+        data = dataset.transitions
         log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
             log(f"differs from the paper: {setting}")
@@ -95,17 +95,13 @@ class Run:
 
         env = make_eval_env(task)
         max_action = float(env.action_space.high[0])
-        meta = read_metadata(self.dataset_id)
-        self.evaluator = Evaluator(
-            env, data.observations, episodes=config.eval.episodes, seed=config.seed,
-            d4rl_refs=(task.d4rl_ref_min, task.d4rl_ref_max),
-            local_refs=(float(meta.get("ref_min_score", task.d4rl_ref_min)),
-                        float(meta.get("ref_max_score", task.d4rl_ref_max))))
+        self.evaluator = Evaluator(env, data.observations, episodes=config.eval.episodes, seed=config.seed,
+                                   d4rl_refs=dataset.d4rl_refs, local_refs=dataset.local_refs)
 
         real_weights = return_weights(data.returns) if config.return_weighted else None
         buffer = None
         if config.method_spec.direction is not None:  # ROMI / FOMI: the model buffer (romi.imagination.build)
-            identity = DataIdentity(self.dataset_id, dataset_fingerprint(self.dataset_id), data.obs_dim, data.act_dim)
+            identity = DataIdentity.of(dataset)
             buffer, seconds = build.model_buffer(artifacts, data, identity, task, config, max_action, buffer_builder,
                                                  real_weights, log, self.reporter)
             self.stage_seconds.update(seconds)
@@ -115,6 +111,11 @@ class Run:
         self.agent = make_agent(config, data.obs_dim, data.act_dim, max_action)
         self.stage_seconds["setup_total"] = time.perf_counter() - started
         self._wall_offset, self._started_at = 0.0, time.perf_counter()  # wall time: from here, plus a restored run's
+
+    @property
+    def step(self) -> int:
+        """Gradient steps taken: the learner's own count (one counter, saved with the learner)."""
+        return self.agent.step
 
     @property
     def finished(self) -> bool:
@@ -128,7 +129,6 @@ class Run:
         self.reporter.gradient_steps(self.step, total)  # where a resumed run starts
         while self.step < total:
             metrics = self.agent.update(self.sampler.sample())
-            self.step += 1
             if self.step % PROGRESS_EVERY == 0:
                 self.reporter.gradient_steps(self.step, total)
             check_finite(metrics, "loss", self.config, self.step)
@@ -175,6 +175,7 @@ class Run:
         atomic_write_text(directory / EVALUATIONS_FILE, evaluation_lines(self.history))
 
     def state_dict(self) -> dict[str, Any]:
+        # "step" repeats the agent's own count: `read_state` reads it without unpickling the agent.
         return {"config": self.config.to_json(), "step": self.step, "history": self.history,
                 "agent": self.agent.state_dict(), "sampler": self.sampler.state_dict(),
                 "wall_time": self._wall_offset + time.perf_counter() - self._started_at}
@@ -182,7 +183,6 @@ class Run:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if json.loads(state["config"]) != json.loads(self.config.to_json()):
             raise ValueError("checkpoint was written by a run with a different config")
-        self.step = int(state["step"])
         self.history = list(state["history"])
         self.agent.load_state_dict(state["agent"])
         self.sampler.load_state_dict(state["sampler"])

@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from romi.errors import ConfigError, DatasetMissingError
-from romi.tune.spec import TrialResources, load_sweep
-from romi.tune.sweep import trial_bundles
+from romi.tune.spec import TrialResources, load_sweep, trial_bundles
 
 TINY_OVERRIDES = {
     "gradient_steps": 100,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from romi.agents import learner_config
 from romi.config import METHODS, build_run_config
 from romi.train import train_run
 
@@ -30,15 +31,23 @@ def _run(task: str, method: str, out: Path, artifacts: Path, seed: int = 0, **kw
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_on_maze2d(method: str, umaze_dataset: str, tmp_path: Path) -> None:
-    summary, logs = _run(umaze_dataset, method, tmp_path / "run", tmp_path / "artifacts")
+    runs: list = []
+    summary, _ = _run(umaze_dataset, method, tmp_path / "run", tmp_path / "artifacts",
+                      on_eval=lambda record, run: runs.append(run))
     assert summary["steps"] == 60 and summary["method"] == method
     lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [30, 60]
     assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "run" / "run.pt").exists()
+    # The wiring itself, not log text: model rows reach the learner's batches in the configured share.
+    run = runs[-1]
+    batch_size = learner_config(run.config).batch_size
+    assert run.sampler.num_model + run.sampler.num_real == batch_size
     if method.startswith(("ROMI", "FOMI")):
-        assert any("model buffer: 3,000 transitions" in line for line in logs)
-        direction = "forward" if method.startswith("FOMI") else "reverse"
-        assert any(f"dynamics ({direction})" in line for line in logs)
+        assert run.config.model_share > 0 and run.sampler.num_model == round(run.config.model_share * batch_size)
+        assert run.sampler.model is not None and len(run.sampler.model) == 3000
+        assert len(run.sampler.sample()) == batch_size
+    else:
+        assert run.sampler.model is None and run.sampler.num_model == 0
 
 
 @pytest.mark.parametrize("method", METHODS)

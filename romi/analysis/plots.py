@@ -15,8 +15,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from romi.agents import make_agent
 from romi.analysis.tables import PaperTable
+from romi.config import DynamicsConfig, load_run_config
+from romi.data.minari_io import load_transitions, resolve_dataset_id
+from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, make_eval_env, maze_map, xy_to_cell
+from romi.evaluation import evaluate
+from romi.imagination.build import TRAINING_RECIPE
+from romi.imagination.rollout import generate_rollouts
 from romi.io import atomic_write_with
+from romi.layout import STATE_FILE
+from romi.models.dynamics import DynamicsModel
+from romi.models.rollout_policy import UniformRolloutPolicy
+from romi.models.termination import termination_fn
+from romi.tasks import get_task
 
 METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
                   "CQL": "tab:gray", "ROMI-RBC-BCQ": "tab:orange"}
@@ -118,9 +130,6 @@ def _load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
     """The sweep's dynamics model of this data, direction and seed (found by its identity's fields, so
     models an earlier training recipe made -- a long run pinned to an older commit -- are found too;
     the current recipe's is preferred), or None."""
-    from romi.config import DynamicsConfig
-    from romi.imagination.build import TRAINING_RECIPE
-    from romi.models.dynamics import DynamicsModel
 
     matches = []
     for info_path in sorted((artifacts / "dynamics").glob("*/info.json")):
@@ -144,7 +153,6 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
     and compare with s_{t+k}. Reverse: from s_{t+H}, apply the actions backwards and compare with
     s_{t+H-k}. Both use the same segments of the dataset.
     """
-    from romi.data.minari_io import load_transitions
 
     data = load_transitions(dataset_id)
     rng = np.random.default_rng(0)
@@ -188,7 +196,6 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
 def _maze_axes(ax: plt.Axes, task: Any, title: str) -> None:
     """Walls of the task's maze in the simulator's own frame (`cell_to_xy`), the one the dataset and
     evaluation states are in."""
-    from romi.envs import MAZE_SCALING, cell_to_xy, maze_map
 
     grid = maze_map(task.env_id)
     size = MAZE_SCALING[task.domain]
@@ -209,9 +216,6 @@ def _draw_imagination(ax: plt.Axes, task: Any, model: Any, policy: Any, anchors:
                       generator: torch.Generator, horizon: int = 5) -> float:
     """Imagined rollouts from `anchors` (dataset states) as line segments; returns the share of imagined
     states that fall inside a wall cell (a model that leaves the data can put the ball in a wall)."""
-    from romi.envs import maze_map, xy_to_cell
-    from romi.imagination.rollout import generate_rollouts
-    from romi.models.termination import termination_fn
 
     colour = "tab:red" if direction == "reverse" else "tab:blue"
     with torch.no_grad():
@@ -236,7 +240,6 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
     """The paper's Figure 3 (g)/(h): imagined trajectories over the maze, reverse beside forward, from
     the same dataset states. Reverse ones end in the data; forward ones start there and can run into
     walls. `models` maps direction -> (dynamics model, rollout policy)."""
-    from romi.tasks import get_task
 
     task = get_task(task_name)
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
@@ -256,7 +259,6 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
 
 def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
     """A Tune trial's latest checkpoint, or a `romi train` directory's state."""
-    from romi.layout import STATE_FILE
 
     checkpoints = sorted(trial_dir.glob(f"checkpoint_*/{STATE_FILE}")) or sorted(trial_dir.glob(STATE_FILE))
     if not checkpoints:
@@ -268,13 +270,6 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
             episodes: int = 3) -> list[Path]:
     """The paper's Figure 3 for a maze2d task: the dataset, reverse vs forward imagined rollouts, and
     evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls."""
-    from romi.agents import make_agent
-    from romi.config import load_run_config
-    from romi.data.minari_io import load_transitions, resolve_dataset_id
-    from romi.envs import goal_xy, make_eval_env
-    from romi.evaluation import evaluate
-    from romi.models.rollout_policy import UniformRolloutPolicy
-    from romi.tasks import get_task
 
     task = get_task(task_name)
     if task.domain != "maze2d":

@@ -82,7 +82,7 @@ def imagine(
     from romi.analysis import plots
     from romi.artifacts import ArtifactStore
     from romi.config import build_run_config, parse_overrides
-    from romi.data.minari_io import dataset_fingerprint, load_transitions, resolve_dataset_id
+    from romi.data.minari_io import load_dataset
     from romi.envs import make_eval_env
     from romi.imagination import build
     from romi.progress import BarReporter
@@ -91,9 +91,8 @@ def imagine(
     configs = {"reverse": build_run_config(task, "ROMI-BCQ", seed, profile, overrides),
                "forward": build_run_config(task, "FOMI-BCQ", seed, profile, overrides)}
     spec = _maze2d_task(configs["reverse"].task)
-    dataset_id = resolve_dataset_id(spec, configs["reverse"].data_source)
-    data = load_transitions(dataset_id)
-    identity = build.DataIdentity(dataset_id, dataset_fingerprint(dataset_id), data.obs_dim, data.act_dim)
+    dataset = load_dataset(spec, configs["reverse"].data_source)
+    data, dataset_id, identity = dataset.transitions, dataset.id, build.DataIdentity.of(dataset)
     store = ArtifactStore(artifacts)
     max_action = float(make_eval_env(spec).action_space.high[0])
 

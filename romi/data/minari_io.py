@@ -67,10 +67,40 @@ FINGERPRINT_KEYS = ("dataset_id", "total_steps", "total_episodes", "minari_versi
 fingerprint and the models trained on it (keyed by it) stay valid; wall times are not part of it."""
 
 
-def dataset_fingerprint(dataset_id: str) -> str:
+def dataset_fingerprint(dataset_id: str, metadata: dict[str, Any] | None = None) -> str:
     """What identifies a dataset's content for artifact keys (`FINGERPRINT_KEYS` of its metadata)."""
-    meta = read_metadata(dataset_id)
+    meta = read_metadata(dataset_id) if metadata is None else metadata
     return json.dumps({k: meta.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What a run trains on, read once by the data layer: the dataset a task resolves to, its
+    transitions, what identifies its content, and the returns its scores are normalised with."""
+
+    id: str
+    task: TaskSpec
+    transitions: Transitions
+    fingerprint: str
+    """`dataset_fingerprint`: models trained on this data are keyed by it."""
+    local_refs: tuple[float, float]
+    """(random, expert) returns measured on this dataset's own simulator (home-made datasets); D4RL's
+    for a dataset that does not carry its own."""
+
+    @property
+    def d4rl_refs(self) -> tuple[float, float]:
+        """D4RL's (random, expert) returns for the task: the paper's normalisation."""
+        return self.task.d4rl_ref_min, self.task.d4rl_ref_max
+
+
+def load_dataset(task: TaskSpec, source: DataSource = "auto") -> Dataset:
+    """The task's `Dataset` from the source asked for (auto: the official one when present)."""
+    dataset_id = resolve_dataset_id(task, source)
+    transitions = load_transitions(dataset_id)
+    meta = read_metadata(dataset_id)
+    local_refs = (float(meta.get("ref_min_score", task.d4rl_ref_min)),
+                  float(meta.get("ref_max_score", task.d4rl_ref_max)))
+    return Dataset(dataset_id, task, transitions, dataset_fingerprint(dataset_id, meta), local_refs)
 
 
 def _recreate_hint(dataset_id: str) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from romi.artifacts import ArtifactStore, artifact_key
 from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
+from romi.data.minari_io import Dataset
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy
 from romi.imagination.rollout import BufferRequest, shard_plan
@@ -41,6 +42,10 @@ class DataIdentity:
     fingerprint: str
     obs_dim: int
     act_dim: int
+
+    @staticmethod
+    def of(dataset: Dataset) -> DataIdentity:
+        return DataIdentity(dataset.id, dataset.fingerprint, dataset.transitions.obs_dim, dataset.transitions.act_dim)
 
     def with_(self, direction: Direction, seed: int) -> dict[str, Any]:
         return {"dataset_id": self.dataset_id, "fingerprint": self.fingerprint, "direction": direction,

@@ -16,10 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from romi.analysis.results import load_results
+from romi.artifacts import ArtifactStore
 from romi.config import DynamicsConfig, RunConfig
+from romi.data.minari_io import dataset_fingerprint, read_metadata
+from romi.imagination import build
 from romi.layout import trial_name
 from romi.progress import format_duration
-from romi.tune.spec import SweepSpec
+from romi.tasks import get_task
+from romi.tune.spec import SweepSpec, check_datasets, trial_bundles
 from romi.tune.timing import (
     LearnerTiming,
     time_dynamics_batch,
@@ -114,7 +119,6 @@ def trial_work(config: RunConfig, done: int, timing: LearnerTiming, horizon: int
 def concurrency(spec: SweepSpec, total_cpus: float, max_concurrent: int | None, trials: int) -> int:
     """Trials running at once: as many placement groups as the CPUs hold (ROMI trials also reserve their
     rollout actors' CPUs), capped by `max_concurrent` and the number of trials."""
-    from romi.tune.sweep import trial_bundles
 
     cpus = max(sum(b["CPU"] for b in trial_bundles(method, spec.resources)) for method in spec.methods)
     fits = max(1, int(total_cpus // max(cpus, 1e-9)))
@@ -124,7 +128,6 @@ def concurrency(spec: SweepSpec, total_cpus: float, max_concurrent: int | None, 
 
 def steps_done(experiment: str) -> dict[str, int]:
     """Trial name -> last evaluated step, of a sweep already at `experiment` (empty if none)."""
-    from romi.analysis.results import load_results
 
     try:
         results = load_results(experiment)
@@ -138,11 +141,6 @@ def steps_done(experiment: str) -> dict[str, int]:
 def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concurrent: int | None = None,
               resume: bool = False, log: Log = lambda _: None) -> SweepPlan:
     """The sweep's plan: measured timings times the work left (`experiment` holds what is done)."""
-    from romi.artifacts import ArtifactStore
-    from romi.data.minari_io import dataset_fingerprint, read_metadata
-    from romi.imagination import build
-    from romi.tasks import get_task
-    from romi.tune.spec import check_datasets
 
     datasets = check_datasets(spec)
     done = steps_done(experiment) if resume else {}

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from romi.config import FrozenModel, Method, Profile, RunConfig, build_run_config, validation_problems
+from romi.config import METHOD_TABLE, FrozenModel, Method, Profile, RunConfig, build_run_config, validation_problems
 from romi.errors import ConfigError, DatasetMissingError, RomiError
 
 
@@ -24,6 +24,12 @@ class TrialResources(FrozenModel):
     """GPUs per trial; fractions share a GPU between trials."""
     rollout_workers: int = Field(1, ge=0)
     """Rollout actors of 1 CPU each that build the model buffer (0: in the trial's process)."""
+
+
+def trial_bundles(method: str, resources: TrialResources) -> list[dict[str, float]]:
+    """A trial's placement group: its own process, then one 1-CPU bundle per rollout actor if it imagines."""
+    workers = resources.rollout_workers if METHOD_TABLE[method].direction is not None else 0
+    return [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * workers
 
 
 class SweepSpec(FrozenModel):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from romi.config import METHOD_TABLE
 from romi.errors import PreflightError
 from romi.layout import MANIFEST_FILE, TrialStatus, trial_name
 from romi.storage import absolute, filesystem
@@ -21,7 +20,7 @@ from romi.tune import preflight
 from romi.tune.cluster_checks import check_cluster
 from romi.tune.plan import SweepPlan, make_plan, make_progress_reporter
 from romi.tune.quiet import quiet_driver_logs
-from romi.tune.spec import SweepSpec, TrialResources, check_datasets  # noqa: F401 (callers import check_datasets)
+from romi.tune.spec import SweepSpec, check_datasets, trial_bundles  # noqa: F401 (callers import check_datasets)
 from romi.tune.trainable import romi_trainable
 
 DEFAULT_STORAGE = "runs/sweeps"
@@ -69,12 +68,6 @@ def write_manifest(spec: SweepSpec, experiment: str) -> None:
     text = json.dumps({"spec": spec.model_dump(mode="json"), "trials": trials}, indent=2)
     with fs.open_output_stream(f"{path}/{MANIFEST_FILE}") as stream:
         stream.write(text.encode())
-
-
-def trial_bundles(method: str, resources: TrialResources) -> list[dict[str, float]]:
-    """A trial's placement group: its own process, then one 1-CPU bundle per rollout actor if it imagines."""
-    workers = resources.rollout_workers if METHOD_TABLE[method].direction is not None else 0
-    return [{"CPU": resources.cpu, "GPU": resources.gpu}] + [{"CPU": 1.0}] * workers
 
 
 def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool = False,

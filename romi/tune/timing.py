@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from romi.agents.bcq import BCQ
+from romi.agents.cql import CQL
 from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
+from romi.imagination.rollout import generate_shard
+from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member
+from romi.models.rollout_policy import UniformRolloutPolicy, build_rollout_policy
+from romi.models.termination import termination_fn
+from romi.types import Batch
 
 TIMED_STEPS = 30
 """Gradient steps timed per learner (after a few untimed warm-up steps), at most `TIME_BUDGET_S`."""
@@ -46,7 +53,6 @@ def _seconds_per_call(call: Callable[[], Any], *, warmup: int = 3, calls: int = 
 
 
 def _random_batch(config: RunConfig, obs_dim: int, act_dim: int) -> Any:
-    from romi.types import Batch
 
     size = config.bcq.batch_size if config.method_spec.learner == "bcq" else config.cql.batch_size
     return Batch(torch.randn(size, obs_dim), torch.rand(size, act_dim) * 2 - 1, torch.randn(size),
@@ -67,8 +73,6 @@ class LearnerTiming:
 def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1) -> LearnerTiming:
     """Real gradient steps and action choices of the config's learner (BCQ or CQL) at its sizes, on
     random data (the cost of a step does not depend on the numbers in it)."""
-    from romi.agents.bcq import BCQ
-    from romi.agents.cql import CQL
 
     with _measuring(threads):
         if config.method_spec.learner == "bcq":
@@ -86,7 +90,6 @@ def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1
 
 def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, threads: int = 1) -> float:
     """Seconds per training batch of the dynamics ensemble (the loss and update of `DynamicsModel.fit`)."""
-    from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member
 
     with _measuring(threads):
         model = DynamicsModel(obs_dim, act_dim, config, "reverse")
@@ -109,7 +112,6 @@ def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, thre
 def time_rollout_policy_iteration(config: RolloutPolicyConfig, obs_dim: int, act_dim: int,
                                   threads: int = 1) -> float:
     """Seconds per training iteration of the rollout policy (0 for the uniform one, which trains nothing)."""
-    from romi.models.rollout_policy import UniformRolloutPolicy, build_rollout_policy
 
     assert config.kind is not None
     with _measuring(threads):
@@ -130,10 +132,6 @@ def time_rollout_policy_iteration(config: RolloutPolicyConfig, obs_dim: int, act
 
 def time_imagination(config: RunConfig, obs_dim: int, act_dim: int, domain: str, threads: int = 1) -> float:
     """Seconds per imagined transition: a real shard of a few rollout batches of an untrained model."""
-    from romi.imagination.rollout import generate_shard
-    from romi.models.dynamics import DynamicsModel
-    from romi.models.rollout_policy import build_rollout_policy
-    from romi.models.termination import termination_fn
 
     imagination = config.imagination
     assert imagination.horizon is not None and config.rollout_policy.kind is not None
