@@ -57,13 +57,13 @@ def frozen_grad_flops(sizes: Sequence[int], rows: int) -> float:
     return 2 * forward_flops(sizes, rows)
 
 
-def bcq_step_flops(cfg: BCQConfig) -> dict[str, float]:
+def bcq_step_flops(cfg: BCQConfig, obs: int = OBS, act: int = ACT) -> dict[str, float]:
     b, n = cfg.batch_size, cfg.target_samples
-    latent, h = cfg.vae.latent_dim or 2 * ACT, cfg.vae.hidden_dim
-    encoder = [OBS + ACT, h, h, 2 * latent]  # the mean and log_std heads counted as one layer
-    decoder = [OBS + latent, h, h, ACT]
-    actor = [OBS + ACT, *cfg.actor_hidden, ACT]
-    critic = [OBS + ACT, *cfg.critic_hidden, 1]
+    latent, h = cfg.vae.latent_dim or 2 * act, cfg.vae.hidden_dim
+    encoder = [obs + act, h, h, 2 * latent]  # the mean and log_std heads counted as one layer
+    decoder = [obs + latent, h, h, act]
+    actor = [obs + act, *cfg.actor_hidden, act]
+    critic = [obs + act, *cfg.critic_hidden, 1]
     return {
         # encoder input needs no gradient; the decoder's does (z is reparameterised through the encoder)
         "vae train": trained_flops(encoder, b) + trained_flops(decoder, b, input_grad=True),
@@ -74,10 +74,10 @@ def bcq_step_flops(cfg: BCQConfig) -> dict[str, float]:
     }
 
 
-def cql_step_flops(cfg: CQLConfig) -> dict[str, float]:
+def cql_step_flops(cfg: CQLConfig, obs: int = OBS, act: int = ACT) -> dict[str, float]:
     b, k = cfg.batch_size, 3 * cfg.num_sampled_actions
-    policy = [OBS, *cfg.hidden, 2 * ACT]
-    critic = [OBS + ACT, *cfg.hidden, 1]
+    policy = [obs, *cfg.hidden, 2 * act]
+    critic = [obs + act, *cfg.hidden, 1]
     return {
         # one policy pass at s (trained) and one at s' (sampler): every action drawn reuses them
         "policy at s (train) + at s'": trained_flops(policy, b) + forward_flops(policy, b),

@@ -222,3 +222,11 @@ def test_unshared_local_storage_is_refused_before_any_trial(cluster, umaze_datas
     finally:
         os.killpg(node.pid, signal.SIGTERM)
         node.wait(timeout=60)
+
+
+def test_trial_threads_follow_the_trials_own_bundle() -> None:
+    from romi.tune.trainable import trial_threads
+
+    assert trial_threads([{"CPU": 1.0, "GPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}]) == 1  # actors are not the trial's
+    assert trial_threads([{"CPU": 2.0}]) == 2
+    assert trial_threads([{"CPU": 0.5}]) == 1 and trial_threads([]) == 1

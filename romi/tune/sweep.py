@@ -116,7 +116,6 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         "overrides": spec.overrides,
         "artifacts": f"{experiment}/artifacts",
         "rollout_workers": resources.rollout_workers,
-        "threads": max(1, int(resources.cpu)),
         "sweep": spec.name,
         "table": spec.table,
         **(extra or {}),

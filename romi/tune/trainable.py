@@ -35,9 +35,8 @@ def romi_trainable(trial: dict[str, Any]) -> None:
 
     quiet_trial_logs()
 
-    # One torch thread per CPU given to the trial: oversubscribed BLAS threads slow small matmuls 2-100x.
-    torch.set_num_threads(int(trial.get("threads", 1)))
     context = tune.get_context()
+    torch.set_num_threads(trial_threads(context.get_trial_resources().bundles))
     config = build_run_config(trial["task"], trial["method"], trial["seed"], trial["profile"], trial["overrides"])
     if context.get_trial_resources().required_resources.get("GPU", 0) > 0:
         config = config.model_copy(update={"device": "cuda"})
@@ -67,6 +66,13 @@ def romi_trainable(trial: dict[str, Any]) -> None:
             tune.report({**run.history[-1], "timesteps_total": record.step},
                         checkpoint=tune.Checkpoint.from_directory(directory))
         _maybe_fail_once(trial, run.step)
+
+
+def trial_threads(bundles: list[dict[str, float]]) -> int:
+    """Torch threads for a trial: the CPUs of its own bundle (the first; the others are its rollout actors',
+    each of which sets its own). One thread per CPU given, never more: oversubscribed BLAS threads slow
+    small matmuls 2-100x, and two 1-CPU trials on a 2-core node then each run at about one core's rate."""
+    return max(1, int(bundles[0].get("CPU", 1))) if bundles else 1
 
 
 def _maybe_fail_once(trial: dict[str, Any], step: int) -> None:
