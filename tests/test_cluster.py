@@ -17,18 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import TINY_TRIAL_OVERRIDES as TINY_OVERRIDES
 
 from romi.errors import ConfigError, DatasetMissingError
 from romi.tune.spec import TrialResources, load_sweep, trial_bundles
 
-TINY_OVERRIDES = {
-    "gradient_steps": 100,
-    "eval": {"every": 50, "episodes": 1, "last_k": 1},
-    "dynamics": {"max_epochs": 1, "batches_per_epoch": 5, "hidden_dim": 32},
-    "rollout_policy": {"iterations": 50},
-    "imagination": {"buffer_size": 2000, "shard_size": 1000},
-    "bcq": {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "vae": {"hidden_dim": 32}},
-}
 SMALL_STORE = 100 * 1024**2
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_TRIAL_OVERRIDES as TINY_OVERRIDES
 
 from romi.config import DynamicsConfig, RolloutPolicyConfig
 from romi.imagination.rollout import BufferRequest, build_buffer_in_process, shard_plan
@@ -21,14 +22,6 @@ from romi.models.rollout_policy import build_rollout_policy
 
 pytestmark = pytest.mark.ray
 
-TINY_OVERRIDES = {
-    "gradient_steps": 100,
-    "eval": {"every": 50, "episodes": 1, "last_k": 1},
-    "dynamics": {"max_epochs": 1, "batches_per_epoch": 5, "hidden_dim": 32},
-    "rollout_policy": {"iterations": 50},
-    "imagination": {"buffer_size": 2000, "shard_size": 1000},
-    "bcq": {"actor_hidden": [32, 32], "critic_hidden": [32, 32], "vae": {"hidden_dim": 32}},
-}
 
 
 @pytest.fixture(scope="module")
