@@ -156,8 +156,7 @@ class TanhGaussianActor(nn.Module):
     def sample(self, mean: torch.Tensor, log_std: torch.Tensor,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action from N(mean, std) squashed, and its log-probability."""
-        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-        u = mean + log_std.exp() * noise
+        u = _gaussian_draw(mean, log_std, generator)
         squashed = torch.tanh(u)
         return self.max_action * squashed, rlkit_tanh_log_prob(u, squashed, mean, log_std, self.max_action)
 
@@ -172,9 +171,13 @@ class TanhGaussianActor(nn.Module):
 
     def sample_actions(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Actions alone (no log-probability): what a rollout policy needs."""
-        mean, log_std = self(states)
-        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
-        return self.max_action * torch.tanh(mean + log_std.exp() * noise)
+        return self.max_action * torch.tanh(_gaussian_draw(*self(states), generator))
+
+
+def _gaussian_draw(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """u = mean + std * eps, eps ~ N(0, I): the pre-tanh draw both `sample` and `sample_actions` make."""
+    noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+    return mean + log_std.exp() * noise
 
 
 def standardization(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

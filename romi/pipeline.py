@@ -28,6 +28,7 @@ from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
 from romi.data.minari_io import load_dataset
+from romi.data.transitions import Transitions
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
 from romi.evaluation import Evaluator, Scores
@@ -86,7 +87,6 @@ class Run:
 
         started = time.perf_counter()
         self.dataset = dataset = load_dataset(task, config.data_source)
-        self.dataset_id, self.data = dataset.id, dataset.transitions
         data = dataset.transitions
         log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
@@ -111,6 +111,14 @@ class Run:
         self.agent = make_agent(config, data.obs_dim, data.act_dim, max_action)
         self.stage_seconds["setup_total"] = time.perf_counter() - started
         self._wall_offset, self._started_at = 0.0, time.perf_counter()  # wall time: from here, plus a restored run's
+
+    @property
+    def dataset_id(self) -> str:
+        return self.dataset.id
+
+    @property
+    def data(self) -> Transitions:
+        return self.dataset.transitions
 
     @property
     def step(self) -> int:

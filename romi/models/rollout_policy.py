@@ -83,9 +83,12 @@ class GaussianRBCPolicy(nn.Module):
         self.state_mean.copy_(mean)
         self.state_std.copy_(std)
 
+    def standardise(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self.state_mean) / self.state_std
+
     def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian."""
-        return self.actor((states - self.state_mean) / self.state_std)
+        return self.actor(self.standardise(states))
 
     def loss(
         self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
@@ -112,7 +115,7 @@ class GaussianRBCPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.actor.sample_actions((states - self.state_mean) / self.state_std, generator)
+        return self.actor.sample_actions(self.standardise(states), generator)
 
 
 # --------------------------------------------------------------------------------------------
