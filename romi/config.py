@@ -23,6 +23,7 @@ from romi.types import Direction, RolloutKind
 
 Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ"]
 Profile = Literal["paper", "reduced", "quick"]
+Precision = Literal["fp32", "bf16"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
@@ -188,6 +189,11 @@ class RunConfig(FrozenModel):
     """Sample real data in proportion to trajectory returns. None: the paper's choice, which the
     official code makes only inside ROMI/FOMI runs (task profile); plain BCQ/CQL sample uniformly."""
     device: str = "cpu"
+    precision: Precision = "fp32"
+    """The learner's matmul precision. fp32: the paper's. bf16: its hidden layers multiply in bf16 under
+    torch autocast (weights, optimizer state, outputs, targets and losses stay fp32; `nets.compute_precision`).
+    Faster only where the hardware multiplies bf16 natively (CUDA GPUs, CPUs with AMX or avx512_bf16);
+    elsewhere torch emulates it, slower than fp32. Dynamics training and imagination stay fp32."""
     dynamics: DynamicsConfig = DynamicsConfig()
     rollout_policy: RolloutPolicyConfig = RolloutPolicyConfig()
     imagination: ImaginationConfig = ImaginationConfig()
@@ -256,6 +262,8 @@ class RunConfig(FrozenModel):
             found["rw" if self.return_weighted else "uniform"] = (
                 f"return_weighted={str(self.return_weighted).lower()} (paper: {str(paper_rw).lower()})"
             )
+        if self.precision != "fp32":
+            found[self.precision] = f"precision={self.precision} (paper: fp32)"
         return found
 
     @property

@@ -1,10 +1,11 @@
 """Building blocks every floor above uses: MLPs, batched ensemble layers (the dynamics ensemble and the
 twin critics), tanh-Gaussian policies and their log-probabilities, the conditional VAE over actions
 (ROMI's rollout policy G(a | s') and BCQ's behaviour model: one implementation for both), and small
-helpers (target copies, soft updates, seeded construction)."""
+helpers (target copies, soft updates, the learners' compute precision)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -14,17 +15,56 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from romi.config import CVAEConfig
+from romi.config import CVAEConfig, Precision
+
+
+def compute_precision(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The context a learner's forward passes run in: nothing for fp32 (the paper's); for bf16, torch
+    autocast, so the hidden layers' matmuls take bf16 inputs. Master weights, gradients, optimizer state,
+    network outputs (`OutputLinear`, the critic's last layer), targets and losses stay fp32. Backward
+    passes belong outside it (torch's recipe: they then run each op in its forward's dtype; inside,
+    autocast would also cast the fp32 heads' gradient matmuls).
+
+    `cache_enabled=False`: autocast keeps the bf16 copy of each weight until the outermost region exits,
+    so an optimizer step inside a region would leave later passes of that region on stale weights.
+    Casting a weight again per call costs O(parameters), against the O(rows x parameters) of its matmul.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 in hardware (a CUDA GPU that supports it; an x86 CPU with
+    avx512_bf16 or AMX). Elsewhere torch emulates bf16 matmuls, several times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+class OutputLinear(nn.Linear):
+    """A network's output layer: computed in fp32 even inside a bf16 autocast region, so Q-values,
+    log-stds and actions keep fp32 resolution (bf16 spaces values near Q = 200 a whole 1.0 apart) and every loss reads
+    fp32. Output layers are narrow (1 to 2|A| columns), so bf16 would gain nothing there anyway.
+    Same parameters as `nn.Linear`: state dicts do not change."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """Linear -> ReLU -> ... -> Linear. The ReLUs work in place: a Linear's backward needs its input,
-    not its output, so overwriting the output saves one activation-sized buffer per layer."""
+    """Linear -> ReLU -> ... -> OutputLinear. The ReLUs work in place: a Linear's backward needs its
+    input, not its output, so overwriting the output saves one activation-sized buffer per layer."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
+    layers.append(OutputLinear(in_dim, out_dim))
     return nn.Sequential(*layers)
 
 class EnsembleLinear(nn.Module):
@@ -81,12 +121,14 @@ class EnsembleCritic(nn.Module):
         e = members or self.num_critics
         # All critics see the same input: a stride-0 expand, no copy.
         x = torch.cat([states, actions], dim=-1).unsqueeze(0).expand(e, -1, -1)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        *hidden, last = self.layers
+        for layer in hidden:
             x = torch.baddbmm(layer.bias[:e], x, layer.weight[:e])
-            if i < last:
-                x = x.relu_()  # in place: baddbmm's backward needs its inputs, not its output
-        return x.squeeze(-1)
+            x = x.relu_()  # in place: baddbmm's backward needs its inputs, not its output
+        if torch.is_autocast_enabled(x.device.type):  # the Q-values in fp32, as `OutputLinear`
+            with torch.autocast(x.device.type, enabled=False):
+                return torch.baddbmm(last.bias[:e], x.float(), last.weight[:e]).squeeze(-1)
+        return torch.baddbmm(last.bias[:e], x, last.weight[:e]).squeeze(-1)
 
 
 # rlkit's tanh-Gaussian conventions, which the official CQL (and so ROMI-CQL) trains with
@@ -233,12 +275,12 @@ class CVAE(nn.Module):
             nn.Linear(state_dim + action_dim, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
         )
-        self.mean = nn.Linear(hidden_dim, self.latent_dim)
-        self.log_std = nn.Linear(hidden_dim, self.latent_dim)
+        self.mean = OutputLinear(hidden_dim, self.latent_dim)
+        self.log_std = OutputLinear(hidden_dim, self.latent_dim)
         self.decoder = nn.Sequential(
             nn.Linear(state_dim + self.latent_dim, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, action_dim),
+            OutputLinear(hidden_dim, action_dim),
         )
 
     @classmethod

@@ -38,6 +38,7 @@ from romi.imagination.rollout import build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
 from romi.io import atomic_torch_save, atomic_write_text
 from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
+from romi.nets import has_native_bf16
 from romi.progress import Reporter
 from romi.tasks import TaskSpec, get_task
 from romi.types import Log
@@ -91,6 +92,9 @@ class Run:
         log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
             log(f"differs from the paper: {setting}")
+        if config.precision == "bf16" and not has_native_bf16(torch.device(config.device)):
+            log(f"precision bf16 on {config.device} without native bf16 matmuls (capability "
+                f"{torch.backends.cpu.get_cpu_capability()}): torch emulates them, expect it slower than fp32")
         self.stage_seconds["data"] = time.perf_counter() - started
 
         env = make_eval_env(task)

@@ -328,3 +328,72 @@ def test_soft_update_is_the_per_parameter_lerp() -> None:
     soft_update(target, source, 0.1)
     for got, want in zip(target.parameters(), expected, strict=True):
         torch.testing.assert_close(got.detach(), want)
+
+
+# --- precision -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cls", "config"), [(BCQ, SMALL_BCQ), (CQL, SMALL_CQL.model_copy(update={"bc_steps": 0}))]
+)
+def test_bf16_updates_move_the_critics_q_estimates_like_fp32(cls, config) -> None:
+    """From the same initial state and batches, 5 bf16 updates change Q on held-out pairs by nearly what
+    5 fp32 updates do (measured: 0.3 % (BCQ) and 0.7 % (CQL) relative error), but not bit for bit, so
+    the bf16 path did run."""
+    probe = _batch(n=256, seed=50)
+    moved = {}
+    for precision in ("fp32", "bf16"):
+        agent = cls(OBS, ACT, 1.0, config, seed=0, precision=precision)
+        with torch.no_grad():
+            before = agent.critic(probe.observations, probe.actions)
+        for i in range(5):
+            metrics = agent.update(_batch(seed=i))
+        assert all(math.isfinite(v) for v in metrics.values())
+        with torch.no_grad():
+            moved[precision] = agent.critic(probe.observations, probe.actions) - before
+    fp32, bf16 = moved["fp32"], moved["bf16"]
+    assert not torch.equal(fp32, bf16)
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.05
+
+
+def test_bf16_multiplies_hidden_layers_in_bf16_and_keeps_outputs_fp32() -> None:
+    agent = BCQ(OBS, ACT, 1.0, SMALL_BCQ, precision="bf16")
+    dtypes: dict[str, torch.dtype] = {}
+
+    def record(name: str):  # a forward hook that returns None keeps the module's output
+        return lambda module, args, out: dtypes.update({name: out.dtype}) and None
+
+    for name, module in agent.actor.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(record(name))
+    batch = _batch()
+    with agent.autocast():
+        q = agent.critic(batch.observations, batch.actions)
+        actions = agent.actor(batch.observations, batch.actions)
+        reconstruction, mean, std = agent.vae(batch.observations, batch.actions)
+    assert dtypes == {"net.0": torch.bfloat16, "net.2": torch.bfloat16, "net.4": torch.float32}
+    assert {t.dtype for t in (q, actions, reconstruction, mean, std)} == {torch.float32}
+    metrics = agent.update(batch)  # gradients and optimizer state are fp32 (master weights)
+    assert math.isfinite(metrics["critic_loss"])
+    assert {p.grad.dtype for p in agent.critic.parameters()} == {torch.float32}
+    assert {p.dtype for p in agent.critic.parameters()} == {torch.float32}
+
+
+def test_compute_precision_never_multiplies_with_a_stale_weight_copy() -> None:
+    """An optimizer step inside one bf16 region must be seen by the next pass of that region."""
+    from romi.nets import compute_precision, mlp
+
+    net, x = mlp(OBS, (16,), 1), torch.randn(8, OBS)
+    with compute_precision("bf16", torch.device("cpu")):
+        before = net(x)
+        with torch.no_grad():
+            net[0].weight.mul_(2.0)
+        after = net(x)
+    assert not torch.allclose(before, after)
+
+
+def test_fp32_precision_changes_nothing() -> None:
+    """The default path is the paper's: no autocast region, bit-identical to a learner built without
+    the argument."""
+    runs = [BCQ(OBS, ACT, 1.0, SMALL_BCQ, seed=1, **kwargs) for kwargs in ({}, {"precision": "fp32"})]
+    assert runs[0].update(_batch()) == runs[1].update(_batch())
+    with runs[0].autocast():
+        assert not torch.is_autocast_enabled("cpu")

@@ -115,6 +115,7 @@ def test_unusable_devices_are_refused(scratch: Path) -> None:
     base = ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--out", str(scratch / "run"),
             "--artifacts", str(scratch / "a")]
     refused([*base, "--set", "device=tpu9"], "device", "tpu9", "use cpu, cuda", roots=(scratch,))
+    refused([*base, "--set", "precision=fp16"], "precision", "'fp32' or 'bf16'", "fix", roots=(scratch,))
     if not torch.cuda.is_available():
         refused([*base, "--set", "device=cuda"], "no usable CUDA GPU", "device=cpu", roots=(scratch,))
 

@@ -54,6 +54,8 @@ def test_a_deviation_from_the_paper_is_labelled() -> None:
     assert weighted.return_weighted and weighted.method_label == "BCQ (rw)"
     uniform = build_run_config("hopper-medium", "ROMI-CQL", overrides={"return_weighted": False})
     assert uniform.method_label == "ROMI-CQL (uniform)" and "paper: true" in uniform.deviations()["uniform"]
+    bf16 = build_run_config("hopper-medium", "CQL", overrides={"precision": "bf16"})
+    assert bf16.method_label == "CQL (bf16)" and bf16.deviations() == {"bf16": "precision=bf16 (paper: fp32)"}
 
 
 @pytest.mark.parametrize("value", ["1", "maybe", "[true]"])

@@ -19,10 +19,10 @@ def learner_config(config: RunConfig) -> BCQConfig | CQLConfig:
 
 
 def make_agent(config: RunConfig, obs_dim: int, act_dim: int, max_action: float) -> Learner:
-    """The run's learner, freshly initialised from its seed, on its device."""
+    """The run's learner, freshly initialised from its seed, on its device, in its precision."""
     learner = LEARNERS[config.method_spec.learner]
     return learner(obs_dim, act_dim, max_action, learner_config(config), seed=config.seed,  # type: ignore[arg-type]
-                   device=config.device)
+                   device=config.device, precision=config.precision)
 
 
 __all__ = ["BCQ", "CQL", "LEARNERS", "Learner", "learner_config", "make_agent"]

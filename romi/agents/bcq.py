@@ -11,6 +11,7 @@ with the highest Q1.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from romi.config import BCQConfig
+from romi.config import BCQConfig, Precision
 from romi.nets import (
     CVAE,
     EnsembleCritic,
     as_batch_tensor,
+    compute_precision,
     cvae_loss,
     mlp,
     soft_update,
@@ -60,8 +62,11 @@ def bcq_target_values(q_next: torch.Tensor, rewards: torch.Tensor, dones: torch.
 
 class BCQ:
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: BCQConfig, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", precision: Precision = "fp32") -> None:
         self.config, self.device = config, torch.device(device)
+        # Forward passes and losses run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
+        # bf16); backward passes run outside it, as torch's mixed-precision recipe asks.
+        self.autocast = functools.partial(compute_precision, precision, self.device)
         self.max_action = float(max_action)
         with seeded_init(seed, "learner-init"):
             self.actor = PerturbationActor(obs_dim, act_dim, max_action, config.actor_hidden, config.phi)
@@ -89,25 +94,27 @@ class BCQ:
         batch_size = obs.shape[0]
 
         # 1. The behaviour VAE: reconstruction + 0.5 KL.
-        vae_loss, vae_metrics = cvae_loss(self.vae, obs, actions, cfg.vae.kl_weight, self.generator)
+        with self.autocast():
+            vae_loss, vae_metrics = cvae_loss(self.vae, obs, actions, cfg.vae.kl_weight, self.generator)
         self.vae_optimizer.zero_grad(set_to_none=True)
         vae_loss.backward()
         self.vae_optimizer.step()
 
         # Every VAE sample this step needs (n per s' for the target, 1 per s for the actor) comes from
         # the updated VAE, which does not change again this step: decode them all in one pass.
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             next_repeated = next_obs.repeat_interleave(n, dim=0)  # row b * n + j = (s'_b, sample j)
             decoded = self.vae.decode(torch.cat([next_repeated, obs]), generator=self.generator)
             next_candidates, actor_candidates = decoded.split([batch_size * n, batch_size])
 
         # 2. The twin critics: MSE to the soft clipped double-Q target, summed over the two critics.
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             next_actions = self.actor_target(next_repeated, next_candidates)
             q_next = self.critic_target(next_repeated, next_actions).view(2, batch_size, n)
             target = bcq_target_values(q_next, rewards, dones, cfg.gamma, cfg.lmbda)
-        q = self.critic(obs, actions)  # (2, B)
-        critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
+        with self.autocast():
+            q = self.critic(obs, actions)  # (2, B)
+            critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
@@ -115,7 +122,8 @@ class BCQ:
         # 3. The perturbation actor maximises Q1 of its perturbed VAE actions. The critic is frozen for
         # this pass so autograd computes only the input gradient it needs, not weight gradients.
         self.critic.requires_grad_(False)
-        actor_loss = -self.critic(obs, self.actor(obs, actor_candidates), members=1).mean()
+        with self.autocast():
+            actor_loss = -self.critic(obs, self.actor(obs, actor_candidates), members=1).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
@@ -142,8 +150,9 @@ class BCQ:
         states, single = as_batch_tensor(observations, self.device)
         n = self.config.eval_candidates
         repeated = states.repeat_interleave(n, dim=0)
-        candidates = self.actor(repeated, self.vae.decode(repeated, generator=self.act_generator))
-        q1 = self.critic(repeated, candidates, members=1)[0].view(-1, n)
+        with self.autocast():
+            candidates = self.actor(repeated, self.vae.decode(repeated, generator=self.act_generator))
+            q1 = self.critic(repeated, candidates, members=1)[0].view(-1, n)
         best = candidates.view(-1, n, candidates.shape[-1])[torch.arange(states.shape[0]), q1.argmax(dim=1)]
         out = best.cpu().numpy()
         return out[0] if single else out

@@ -17,6 +17,7 @@ Log-probabilities are rlkit's (`romi.nets.TANH_EPSILON`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -24,8 +25,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from romi.config import CQLConfig
-from romi.nets import EnsembleCritic, TanhGaussianActor, as_batch_tensor, soft_update, target_copy
+from romi.config import CQLConfig, Precision
+from romi.nets import (
+    EnsembleCritic,
+    TanhGaussianActor,
+    as_batch_tensor,
+    compute_precision,
+    soft_update,
+    target_copy,
+)
 from romi.rng import generator, seeded_init
 from romi.types import Batch
 
@@ -43,8 +51,11 @@ def conservative_penalty(q_data: torch.Tensor, q_sampled: torch.Tensor, log_dens
 
 class CQL:
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: CQLConfig, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", precision: Precision = "fp32") -> None:
         self.config, self.device = config, torch.device(device)
+        # Forward passes and losses run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
+        # bf16); backward passes run outside it, as torch's mixed-precision recipe asks.
+        self.autocast = functools.partial(compute_precision, precision, self.device)
         self.obs_dim, self.act_dim, self.max_action = obs_dim, act_dim, float(max_action)
         with seeded_init(seed, "learner-init"):
             self.policy = TanhGaussianActor(obs_dim, act_dim, max_action, config.hidden, config.log_std_min,
@@ -70,7 +81,8 @@ class CQL:
         batch_size, n = obs.shape[0], cfg.num_sampled_actions
 
         # pi(. | s), differentiable: the policy is trained on it.
-        mean, log_std = self.policy(obs)
+        with self.autocast():
+            mean, log_std = self.policy(obs)
         new_actions, logp = self.policy.sample(mean, log_std, gen)
 
         # 1. Temperature: alpha grows when the policy's entropy -logp falls below the target.
@@ -85,7 +97,8 @@ class CQL:
             policy_loss = (alpha * logp - self.policy.log_prob(mean, log_std, actions)).mean()
         else:
             self.critic.requires_grad_(False)  # frozen: only the gradient w.r.t. the actions is computed
-            q_new = self.critic(obs, new_actions).min(dim=0).values
+            with self.autocast():
+                q_new = self.critic(obs, new_actions).min(dim=0).values
             self.critic.requires_grad_(True)
             policy_loss = (alpha * logp - q_new).mean()
         self.policy_optimizer.zero_grad(set_to_none=True)
@@ -93,7 +106,7 @@ class CQL:
         self.policy_optimizer.step()
 
         # 3. Critics. Targets and the penalty's sampled actions need no gradient.
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             next_mean, next_log_std = self.policy(next_obs)
             next_actions, next_logp = self.policy.sample(next_mean, next_log_std, gen)
             target_q = self.critic_target(next_obs, next_actions).min(dim=0).values
@@ -121,7 +134,8 @@ class CQL:
         # One critic pass over the dataset pairs and all 3n sampled actions, every one scored at s.
         k = sampled.shape[1]
         states = torch.cat([obs, obs.unsqueeze(1).expand(-1, k, -1).reshape(-1, self.obs_dim)])
-        q_all = self.critic(states, torch.cat([actions, sampled.reshape(-1, self.act_dim)]))  # (2, B + B k)
+        with self.autocast():
+            q_all = self.critic(states, torch.cat([actions, sampled.reshape(-1, self.act_dim)]))  # (2, B + B k)
         q_data, q_sampled = q_all[:, :batch_size], q_all[:, batch_size:].view(2, batch_size, k)
         td_loss = F.mse_loss(q_data, target.expand_as(q_data), reduction="none").mean(dim=1)  # (2,)
         penalty = conservative_penalty(q_data, q_sampled, log_density)  # (2,)
@@ -144,7 +158,8 @@ class CQL:
     def act(self, observations: np.ndarray) -> np.ndarray:
         """max_action * tanh(mean(s)) for one observation (obs_dim,) or a batch (N, obs_dim)."""
         states, single = as_batch_tensor(observations, self.device)
-        out = self.policy.deterministic(states).cpu().numpy()
+        with self.autocast():
+            out = self.policy.deterministic(states).cpu().numpy()
         return out[0] if single else out
 
     _MODULES = ("policy", "critic", "critic_target", "policy_optimizer", "critic_optimizer", "alpha_optimizer")

@@ -15,11 +15,12 @@ import torch
 
 from romi.agents.bcq import BCQ
 from romi.agents.cql import CQL
-from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
+from romi.config import DynamicsConfig, Precision, RolloutPolicyConfig, RunConfig
 from romi.imagination.rollout import generate_shard
 from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member
 from romi.models.rollout_policy import UniformRolloutPolicy, build_rollout_policy
 from romi.models.termination import termination_fn
+from romi.nets import compute_precision
 from romi.types import Batch
 
 TIMED_STEPS = 30
@@ -76,9 +77,9 @@ def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1
 
     with _measuring(threads):
         if config.method_spec.learner == "bcq":
-            agent: Any = BCQ(obs_dim, act_dim, 1.0, config.bcq, seed=0)
+            agent: Any = BCQ(obs_dim, act_dim, 1.0, config.bcq, seed=0, precision=config.precision)
         else:
-            agent = CQL(obs_dim, act_dim, 1.0, config.cql, seed=0)
+            agent = CQL(obs_dim, act_dim, 1.0, config.cql, seed=0, precision=config.precision)
             # Past the behaviour-cloning warm-up: the step most of a run's steps are (it also asks the critic).
             agent.step = config.cql.bc_steps
         batch = _random_batch(config, obs_dim, act_dim)
@@ -88,8 +89,10 @@ def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1
     return LearnerTiming(step, act)
 
 
-def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, threads: int = 1) -> float:
-    """Seconds per training batch of the dynamics ensemble (the loss and update of `DynamicsModel.fit`)."""
+def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, threads: int = 1,
+                        precision: Precision = "fp32") -> float:
+    """Seconds per training batch of the dynamics ensemble (the loss and update of `DynamicsModel.fit`).
+    `precision="bf16"` runs the forward pass under `compute_precision` (a benchmark row: runs train fp32)."""
 
     with _measuring(threads):
         model = DynamicsModel(obs_dim, act_dim, config, "reverse")
@@ -99,7 +102,9 @@ def time_dynamics_batch(config: DynamicsConfig, obs_dim: int, act_dim: int, thre
         targets = torch.randn(config.ensemble_size, config.batch_size, 1 + obs_dim)
 
         def batch() -> None:
-            mean, logvar = ensemble(inputs)
+            with compute_precision(precision, inputs.device):
+                mean, logvar = ensemble(inputs)
+            mean, logvar = mean.float(), logvar.float()
             loss = (gaussian_nll_per_member(mean, logvar, targets).sum() + ensemble.weight_decay_loss()
                     + config.logvar_bound_weight * ensemble.logvar_bound_loss())
             optimizer.zero_grad(set_to_none=True)
@@ -130,8 +135,10 @@ def time_rollout_policy_iteration(config: RolloutPolicyConfig, obs_dim: int, act
         return _seconds_per_call(iteration, calls=10)
 
 
-def time_imagination(config: RunConfig, obs_dim: int, act_dim: int, domain: str, threads: int = 1) -> float:
-    """Seconds per imagined transition: a real shard of a few rollout batches of an untrained model."""
+def time_imagination(config: RunConfig, obs_dim: int, act_dim: int, domain: str, threads: int = 1,
+                     precision: Precision = "fp32") -> float:
+    """Seconds per imagined transition: a real shard of a few rollout batches of an untrained model
+    (`precision="bf16"`: under `compute_precision`, a benchmark row: imagination runs fp32)."""
 
     imagination = config.imagination
     assert imagination.horizon is not None and config.rollout_policy.kind is not None
@@ -140,9 +147,12 @@ def time_imagination(config: RunConfig, obs_dim: int, act_dim: int, domain: str,
         policy = build_rollout_policy(config.rollout_policy.kind, obs_dim, act_dim, 1.0, config.rollout_policy)
         pool = torch.randn(4 * imagination.start_batch_size, obs_dim)
         size = 3 * imagination.start_batch_size
-        seconds = _seconds_per_call(
-            lambda: generate_shard(model, policy, pool, None, size, imagination.horizon or 1,
-                                   termination_fn(domain, np.zeros(2) if domain == "antmaze" else None),
-                                   imagination.start_batch_size, seed=0),
-            warmup=1, calls=2)
+
+        def shard() -> None:
+            with compute_precision(precision, pool.device):
+                generate_shard(model, policy, pool, None, size, imagination.horizon or 1,
+                               termination_fn(domain, np.zeros(2) if domain == "antmaze" else None),
+                               imagination.start_batch_size, seed=0)
+
+        seconds = _seconds_per_call(shard, warmup=1, calls=2)
     return seconds / size
