@@ -51,8 +51,8 @@ def run_curve(precision: str, seed: int, steps: int, artifacts: Path) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fp32 seeds (the noise band)")
-    parser.add_argument("--bf16-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="fp32 seeds (the noise band)")
+    parser.add_argument("--bf16-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--steps", type=int, default=6000)
     args = parser.parse_args()
     args.state.mkdir(parents=True, exist_ok=True)
