@@ -17,12 +17,30 @@ import argparse
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 import torch
 
+from romi.progress import Reporter, format_duration
+
 DEFAULT_STATE = Path.home() / ".cache" / "romi" / "precision-parity"
 TASK = "maze2d-umaze-dense"
+
+
+class StepLines(Reporter):
+    """The base reporter's lines (model epochs), plus one line a minute on the gradient steps with an ETA:
+    a bf16 run on a CPU that emulates bf16 takes an hour and more."""
+
+    def gradient_steps(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if not hasattr(self, "first"):
+            self.first, self.last = (step, now), now
+        elif now - self.last >= 60:
+            self.last = now
+            rate = (step - self.first[0]) / (now - self.first[1])
+            print(f"  {step:,}/{total:,} gradient steps, {rate:.2f} steps/s, "
+                  f"ETA {format_duration((total - step) / rate)} (evaluations excluded)", flush=True)
 
 
 def run_curve(precision: str, seed: int, steps: int, artifacts: Path) -> dict[str, object]:
@@ -37,7 +55,10 @@ def run_curve(precision: str, seed: int, steps: int, artifacts: Path) -> dict[st
         "precision": precision,
     })
     # Lines (at most one per 10 s) for the model's epochs and the gradient steps, with ETAs.
-    run = Run(config, ArtifactStore(artifacts), log=lambda line: print(line, flush=True))
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    run = Run(config, ArtifactStore(artifacts), log=log, reporter=StepLines(log))
     untrained = run.evaluate().score
     records = []
     for record in run.train():
