@@ -34,14 +34,15 @@ def compute_precision(precision: Precision, device: torch.device) -> contextlib.
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
-def has_native_bf16(device: torch.device) -> bool:
+def has_native_bf16(device: torch.device) -> bool | None:
     """Whether `device` multiplies bf16 in hardware (a CUDA GPU that supports it; an x86 CPU with
-    avx512_bf16 or AMX). Elsewhere torch emulates bf16 matmuls, several times slower than fp32."""
+    avx512_bf16 or AMX), where torch would otherwise emulate bf16 matmuls, several times slower than
+    fp32. None where romi cannot tell (MPS)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
+    return None
 
 
 class OutputLinear(nn.Linear):

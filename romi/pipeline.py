@@ -92,7 +92,7 @@ class Run:
         log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
         for setting in config.deviations().values():
             log(f"differs from the paper: {setting}")
-        if config.precision == "bf16" and not has_native_bf16(torch.device(config.device)):
+        if config.precision == "bf16" and has_native_bf16(torch.device(config.device)) is False:
             log(f"precision bf16 on {config.device} without native bf16 matmuls (capability "
                 f"{torch.backends.cpu.get_cpu_capability()}): torch emulates them, expect it slower than fp32")
         self.stage_seconds["data"] = time.perf_counter() - started
