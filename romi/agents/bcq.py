@@ -64,8 +64,8 @@ class BCQ:
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: BCQConfig, seed: int = 0,
                  device: str | torch.device = "cpu", precision: Precision = "fp32") -> None:
         self.config, self.device = config, torch.device(device)
-        # Forward passes and losses run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
-        # bf16); backward passes run outside it, as torch's mixed-precision recipe asks.
+        # Network forward passes run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
+        # bf16, outputs fp32, so losses are fp32); backward passes and optimizer steps run outside it.
         self.autocast = functools.partial(compute_precision, precision, self.device)
         self.max_action = float(max_action)
         with seeded_init(seed, "learner-init"):

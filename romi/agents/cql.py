@@ -53,8 +53,8 @@ class CQL:
     def __init__(self, obs_dim: int, act_dim: int, max_action: float, config: CQLConfig, seed: int = 0,
                  device: str | torch.device = "cpu", precision: Precision = "fp32") -> None:
         self.config, self.device = config, torch.device(device)
-        # Forward passes and losses run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
-        # bf16); backward passes run outside it, as torch's mixed-precision recipe asks.
+        # Network forward passes run in `with self.autocast():` (fp32: a no-op; bf16: hidden matmuls in
+        # bf16, outputs fp32, so losses are fp32); backward passes and optimizer steps run outside it.
         self.autocast = functools.partial(compute_precision, precision, self.device)
         self.obs_dim, self.act_dim, self.max_action = obs_dim, act_dim, float(max_action)
         with seeded_init(seed, "learner-init"):
