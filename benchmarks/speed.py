@@ -29,6 +29,7 @@ from bench_agents import bcq_step_flops, cql_step_flops
 from machine import peak_gflops, time_call
 
 from romi.config import build_run_config
+from romi.nets import has_native_bf16
 from romi.tasks import get_task
 from romi.tune.timing import time_dynamics_batch, time_imagination, time_learner
 
@@ -64,7 +65,7 @@ def main() -> None:
     peak, _ = peak_gflops()
     bf16 = bf16_matmul_gflops()
     capability = torch.backends.cpu.get_cpu_capability()
-    native_bf16 = bf16 > peak
+    native_bf16 = has_native_bf16(torch.device("cpu"))
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {capability}, load average "
           f"{load:.2f}; sizes of {task.name}'s paper profile (obs {obs_dim}, act {act_dim})")
