@@ -10,6 +10,7 @@ names from here, so a file cannot be renamed on one side only.
       evaluations.jsonl                  checkpoint_<n>/evaluations.jsonl
       run.pt        the whole run state  checkpoint_<n>/run.pt
       summary.json  written last: done
+      policy_episodes.npz  (exported maze2d trials) the trained policy's Figure 3 episodes
 
 `evaluations.jsonl` has one JSON object per evaluation, every evaluation so far, in the same format
 everywhere (`Run.history`): the trial's identity, `romi.pipeline.EvalRecord.flat()` and `done_fraction`.
@@ -25,6 +26,9 @@ CONFIG_FILE = "config.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 STATE_FILE = "run.pt"
 SUMMARY_FILE = "summary.json"
+POLICY_EPISODES_FILE = "policy_episodes.npz"
+"""`romi export` keeps a maze2d trial's trained-policy episodes here (`romi.analysis.policy_episodes`), so
+Figure 3 can be drawn after the checkpoint is gone."""
 MANIFEST_FILE = "romi_sweep.json"
 """Every trial a sweep asks for, written by `romi sweep` before the first one starts: a report on an
 interrupted sweep lists the trials that never started, which Tune's own files do not."""

@@ -179,6 +179,9 @@ def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: 
     result = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out), "--commit", "abc123"])
     assert result.exit_code == 0, result.output
     assert "6 exported, 0 already there, 2 not finished" in result.output
+    # no checkpoints in this synthetic sweep: said, not silently skipped
+    assert result.output.count("no checkpoint, so Figure 3 will not show its policy") == 6
+    assert not list(out.rglob("policy_episodes.npz"))
     kept = load_results(str(out))
     original = load_results(str(sweep))
     finished = original[original["status"] == "finished"]
@@ -193,6 +196,14 @@ def test_export_keeps_finished_trials_as_run_directories(sweep: Path, tmp_path: 
     again = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)])
     assert "0 exported, 6 already there" in again.output
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before, "an export is never rewritten"
+
+
+def test_report_with_a_missing_models_directory_is_a_clear_error(sweep: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(sweep), "--out", str(tmp_path / "out"),
+                                      "--models", str(tmp_path / "nowhere")])
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2 and "is not a directory" in said and "romi export --models" in said
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_on_nothing_is_a_clear_error(tmp_path: Path) -> None:

@@ -153,6 +153,28 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png", "table3.md"} <= names
     assert all(f.stat().st_size > 0 for f in report.files)
 
+    # Exported, the trials keep their policies' Figure 3 episodes (the same as from the checkpoint), so
+    # the report, figures included, is rebuilt from the export and its models alone.
+    from romi.analysis.export import export_finished, export_models
+    from romi.analysis.plots import trained_policy_episodes
+    from romi.analysis.policy_episodes import FIGURE3_EPISODES, PolicyEpisodes
+    from romi.layout import POLICY_EPISODES_FILE
+
+    exported = export_finished(str(tmp_path / "tiny"), tmp_path / "kept" / "trials")
+    export_models(str(tmp_path / "tiny"), tmp_path / "kept" / "models")
+    assert len(exported.written) == 2 and not exported.notes
+    for trial in trials:
+        kept = PolicyEpisodes.load(tmp_path / "kept" / "trials" / trial.name / POLICY_EPISODES_FILE)
+        live = trained_policy_episodes(trial)
+        assert live is not None and kept.step == live.step == 100 and len(kept.trajectories) == FIGURE3_EPISODES
+        np.testing.assert_array_equal(kept.returns, live.returns)
+        for a, b in zip(kept.trajectories, live.trajectories, strict=True):
+            np.testing.assert_array_equal(a, b)
+    rebuilt = make_report(str(tmp_path / "kept" / "trials"), out=tmp_path / "rebuilt",
+                          models=tmp_path / "kept" / "models")
+    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png"} <= {
+        f.name for f in rebuilt.files}
+
     before = {t.name: (t / "result.json").read_text() for t in trials}
     lines.clear()
     run_sweep(spec, str(tmp_path), address="auto", resume=True, log=lines.append)

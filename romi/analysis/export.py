@@ -4,24 +4,37 @@ A long reproduction outlives the machine it started on; its Tune storage (checkp
 large and stays outside the repository. `export_finished` writes each *finished* trial as a `romi
 train`-style run directory (`config.json` with every resolved number, `evaluations.jsonl` with every
 evaluation, `summary.json` last), which `load_results` and `romi report` read like any run, so a
-report can be rebuilt from the repository alone. Exports are never overwritten: a trial already
-exported is skipped, and each directory appears atomically (written beside, then renamed).
+report can be rebuilt from the repository alone. A maze2d trial also keeps its trained policy's
+Figure 3 episodes (`policy_episodes.npz`, run from its last checkpoint), so the figure survives the
+checkpoint. Exports are never overwritten: a trial already exported is skipped, and each directory
+appears atomically (written beside, then renamed).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from romi.analysis.results import _find_trials
+from romi.analysis.policy_episodes import run_policy_episodes
+from romi.analysis.results import _find_trials, _read_bytes
 from romi.config import build_run_config
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
-from romi.layout import CONFIG_FILE, EVALUATIONS_FILE, SUMMARY_FILE, evaluation_lines
+from romi.layout import (
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    POLICY_EPISODES_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    evaluation_lines,
+)
 from romi.storage import filesystem
+from romi.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -29,12 +42,26 @@ class Exported:
     written: list[Path]
     already: list[Path]
     unfinished: list[str]
+    notes: list[str] = field(default_factory=list)
+    """What an export had to leave out, and why (a maze2d trial without a checkpoint: no Figure 3 policy)."""
+
+
+def _latest_state(fs: Any, directory: str) -> dict[str, Any] | None:
+    """The run state (`run.pt`) of a Tune trial's latest checkpoint, read through its filesystem."""
+    import pyarrow.fs
+    import torch
+
+    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
+    checkpoints = sorted(info.path for info in fs.get_file_info(selector)
+                         if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    raw = _read_bytes(fs, f"{checkpoints[-1]}/{STATE_FILE}") if checkpoints else None
+    return None if raw is None else torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
 
 
 def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
     """Write every finished trial of the Tune experiment at `sweep` under `out/<trial name>/`."""
     fs, root = filesystem(sweep)
-    written, already, unfinished = [], [], []
+    written, already, unfinished, notes = [], [], [], []
     for trial in _find_trials(fs, root):
         if trial.sweep == "train":
             continue  # a run directory already is an export
@@ -61,16 +88,22 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             "wall_time": records[-1].get("wall_time"), "exported_from": f"{sweep.rstrip('/')}/{trial.name}",
             "code_commit": code_commit,
         }
+        # Figure 3 is drawn for maze2d tasks only, so only their policies are run (3 short episodes each).
+        state = _latest_state(fs, trial.directory) if get_task(config.task).domain == "maze2d" else None
+        if state is None and get_task(config.task).domain == "maze2d":
+            notes.append(f"{trial.name}: no checkpoint, so Figure 3 will not show its policy")
         staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"
         try:
             atomic_write_text(staging / CONFIG_FILE, config.to_json())
             atomic_write_text(staging / EVALUATIONS_FILE, evaluation_lines(records))
+            if state is not None:
+                run_policy_episodes(state).save(staging / POLICY_EPISODES_FILE)
             atomic_write_json(staging / SUMMARY_FILE, summary)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         written.append(target)
-    return Exported(written, already, unfinished)
+    return Exported(written, already, unfinished, notes)
 
 
 def export_models(sweep: str, out: Path) -> Exported:

@@ -15,16 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from romi.agents import make_agent
+from romi.analysis.policy_episodes import PolicyEpisodes, run_policy_episodes
 from romi.analysis.tables import PaperTable
-from romi.config import DynamicsConfig, load_run_config
+from romi.config import DynamicsConfig
 from romi.data.minari_io import load_transitions, resolve_dataset_id
-from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, make_eval_env, maze_map, xy_to_cell
-from romi.evaluation import evaluate
+from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map, xy_to_cell
 from romi.imagination.build import TRAINING_RECIPE
 from romi.imagination.rollout import generate_rollouts
 from romi.io import atomic_write_with
-from romi.layout import STATE_FILE
+from romi.layout import POLICY_EPISODES_FILE, STATE_FILE
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import UniformRolloutPolicy
 from romi.models.termination import termination_fn
@@ -266,14 +265,29 @@ def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
     return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
 
 
+def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
+    """The Figure 3 episodes of a trial's trained policy: kept by `romi export` beside an exported trial,
+    else run from the trial's latest checkpoint; None when there is neither."""
+
+    kept = trial_dir / POLICY_EPISODES_FILE
+    if kept.exists():
+        return PolicyEpisodes.load(kept)
+    state = _latest_run_state(trial_dir)
+    return None if state is None else run_policy_episodes(state)
+
+
 def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: int = 40,
-            episodes: int = 3) -> list[Path]:
+            artifacts: Path | None = None) -> list[Path]:
     """The paper's Figure 3 for a maze2d task: the dataset, reverse vs forward imagined rollouts, and
-    evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls."""
+    evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls.
+
+    `sweep_dir` holds the trials (a sweep's, or `romi export`'s run directories); `artifacts` the trained
+    dynamics models (default: the sweep's own `artifacts/`; for exported trials, `romi export --models`'s)."""
 
     task = get_task(task_name)
     if task.domain != "maze2d":
         raise ValueError("Figure 3 is drawn for maze2d tasks")
+    artifacts = sweep_dir / "artifacts" if artifacts is None else artifacts
     dataset_id = resolve_dataset_id(task)
     data = load_transitions(dataset_id)
     trials = {m: sweep_dir / f"{task.name}_{m}_seed{seed}" for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ")}
@@ -291,28 +305,21 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     generator = torch.Generator().manual_seed(seed)
     anchors = data.anchor_states[rng.choice(len(data), starts, replace=False)]
     for ax, direction in ((axes.flat[1], "reverse"), (axes.flat[2], "forward")):
-        model = _load_dynamics(sweep_dir / "artifacts", dataset_id, direction, seed)
+        model = _load_dynamics(artifacts, dataset_id, direction, seed)
         if model is None:
             ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
             continue
         _draw_imagination(ax, task, model, policy, anchors, direction, generator)
 
-    env = make_eval_env(task)
     goal = goal_xy(task)
     for ax, (method, trial_dir) in zip(list(axes.flat)[3:], trials.items(), strict=True):
         ax.scatter([goal[0]], [goal[1]], marker="*", s=200, color="gold", edgecolor="black", zorder=4)
-        state = _latest_run_state(trial_dir)
-        if state is None:
+        episodes = trained_policy_episodes(trial_dir)
+        if episodes is None:
             ax.text(0, 0, "no checkpoint", ha="center")
             continue
-        config = load_run_config(state["config"])
-        # On the CPU whatever device it trained on; the action bound is the eval env's, as in training.
-        agent = make_agent(config.model_copy(update={"device": "cpu"}), data.obs_dim, data.act_dim,
-                           float(env.action_space.high[0]))
-        agent.load_state_dict(state["agent"])
-        result = evaluate(agent.act, env, episodes=episodes, seed=10_000 + seed, record_states=True)
-        for trajectory in result.trajectories:
+        for trajectory in episodes.trajectories:
             ax.plot(trajectory[:, 0], trajectory[:, 1], color=METHOD_COLOURS.get(method), linewidth=1)
-        ax.set_title(f"{method} policy (step {state['step']:,}, return {result.mean_return:.0f})")
+        ax.set_title(f"{method} policy (step {episodes.step:,}, return {np.mean(episodes.returns):.0f})")
     fig.suptitle(f"{task.name}: reverse imagination ends in the data; forward leaves it (paper Fig. 3)")
     return _save(fig, out)

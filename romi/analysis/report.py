@@ -53,10 +53,15 @@ def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
                             f"give the directory that holds the sweep's trials (e.g. {path.parent})")
 
 
-def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
+def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, models: Path | None = None,
                 log: Callable[[str], None] = lambda _: None) -> Report:
-    """The tables and figures of `sweeps` in `out`; `log` hears what is being read and drawn, one line each."""
+    """The tables and figures of `sweeps` in `out`; `log` hears what is being read and drawn, one line each.
+    `models`: where the trained dynamics models are, if not in each sweep's `artifacts/` (the directory
+    `romi export --models` filled, for a report rebuilt from exported trials)."""
     check_sweep_paths(sweeps)
+    if models is not None and not models.is_dir():
+        raise RomiError(f"--models {models} is not a directory",
+                        "give the directory `romi export --models` wrote (it holds dynamics/ and rollout_policy/)")
     check_writable_dir(out, "--out")
     log(f"reading the results of {', '.join(sweeps)} ...")
     results = load_results(*sweeps)
@@ -88,12 +93,16 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
         from romi.tasks import get_task
 
         for sweep in sweeps:
-            sweep_dir = Path(sweep)
-            # This sweep's own trials (its name is its directory's), so a second sweep draws its own
-            # figures into its own files instead of redrawing (and overwriting) the first one's.
-            of_sweep = results[results["sweep"] == sweep_dir.name]
+            sweep_dir = Path(sweep.removeprefix("file://")).expanduser()
+            artifacts = sweep_dir / "artifacts" if models is None else models
+            if is_remote(sweep) or not any((artifacts / "dynamics").glob("*/info.json")):
+                continue  # the figures need the models (and the trials' files) on this machine
+            # This path's own trials (read again: exported run directories all belong to the "train"
+            # sweep), so a second sweep draws its own figures into its own files instead of redrawing
+            # (and overwriting) the first one's.
+            of_sweep = load_results(sweep)
             maze = sorted(t for t in of_sweep["task"].unique() if t.startswith("maze2d"))
-            if not maze or not any((sweep_dir / "artifacts" / "dynamics").glob("*/info.json")):
+            if not maze:
                 continue
             task = maze[0]
             seed = int(of_sweep[of_sweep["task"] == task]["seed"].min())  # the first seed the sweep ran
@@ -102,9 +111,10 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True,
             # artifacts): the tables are still the report; these figures are skipped, with a warning.
             log(f"drawing figure 3 (imagined rollouts) and the model accuracy by horizon for {task}, seed {seed}")
             try:
-                report.files += plots.figure3(sweep_dir, task, out / f"figure3_{suffix}", seed=seed)
+                report.files += plots.figure3(sweep_dir, task, out / f"figure3_{suffix}", seed=seed,
+                                              artifacts=artifacts)
                 report.files += plots.model_accuracy_by_horizon(
-                    sweep_dir / "artifacts", resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
+                    artifacts, resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
                 )
             except (DatasetMissingError, FileNotFoundError) as err:
                 report.skipped.append(f"figure 3 and model accuracy for {task} ({sweep}): {err}")

@@ -57,15 +57,22 @@ class _Trial:
     records: list[dict[str, Any]]
     status: TrialStatus
     config: dict[str, Any]
+    directory: str = ""
+    """Where the trial's files are, on its filesystem ("" for a trial a manifest asks for but never started)."""
 
 
-def _read_text(fs: Any, path: str) -> str | None:
+def _read_bytes(fs: Any, path: str) -> bytes | None:
     import pyarrow.fs
 
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as stream:
-        return stream.read().decode()
+        return stream.read()
+
+
+def _read_text(fs: Any, path: str) -> str | None:
+    raw = _read_bytes(fs, path)
+    return None if raw is None else raw.decode()
 
 
 def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
@@ -115,7 +122,7 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
         status = "failed" if errored and not done else "finished" if done else "stopped" if records else "not started"
         identity = {"task": config["task"], "method": config["method"], "seed": int(config.get("seed", 0)),
                     "profile": config.get("profile", "paper")}
-        yield _Trial(sweep, directory.rsplit("/", 1)[-1], identity, records, status, config)
+        yield _Trial(sweep, directory.rsplit("/", 1)[-1], identity, records, status, config, directory)
 
 
 def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:

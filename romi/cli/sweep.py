@@ -96,11 +96,14 @@ def report(
     out: Annotated[Path, typer.Option(help="Where tables and figures are written.")] = Path("analysis/out"),
     last_k: Annotated[int, typer.Option(help="Average each trial's last k evaluations (1: final score).")] = 1,
     figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
+    models: Annotated[Path | None, typer.Option(
+        help="The trained models, if not in the sweep's artifacts/ (for exported trials: romi export --models's).")
+    ] = None,
 ) -> None:
     """The paper's tables with our numbers beside them, and the figures."""
     from romi.analysis.report import make_report
 
-    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures,
+    built = make_report(*sweeps, out=out, last_k=last_k, figures=figures, models=models,
                         log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
     for table, content in built.tables.items():
         console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
@@ -129,7 +132,8 @@ def export(
         help="Also copy the sweep's trained models here (copy them back into a sweep's artifacts/ to reuse).")
     ] = None,
 ) -> None:
-    """Copy a sweep's finished trials (config, every evaluation, summary; no checkpoints) to commit them."""
+    """Copy a sweep's finished trials (config, every evaluation, summary; for maze2d also the trained policy's
+    Figure 3 episodes; no checkpoints) to commit them."""
     from romi.analysis.export import export_finished, export_models
 
     done = export_finished(sweep, out, code_commit=commit)
@@ -139,6 +143,8 @@ def export(
                   f"{len(done.unfinished)} not finished")
     for line in done.unfinished:
         console.print(f"  [dim]{escape(line)}[/]")
+    for line in done.notes:
+        err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if models is not None:
         copied = export_models(sweep, models)
         for path in copied.written:
