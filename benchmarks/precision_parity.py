@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,15 +33,21 @@ class StepLines(Reporter):
     """The base reporter's lines (model epochs), plus one line a minute on the gradient steps with an ETA:
     a bf16 run on a CPU that emulates bf16 takes an hour and more."""
 
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        super().__init__(log)
+        self.first: tuple[int, float] | None = None
+        """(step, time) of the first gradient-step report: the rate is measured from there."""
+        self.last = 0.0
+
     def gradient_steps(self, step: int, total: int) -> None:
         now = time.monotonic()
-        if not hasattr(self, "first"):
+        if self.first is None:
             self.first, self.last = (step, now), now
         elif now - self.last >= 60:
             self.last = now
             rate = (step - self.first[0]) / (now - self.first[1])
-            print(f"  {step:,}/{total:,} gradient steps, {rate:.2f} steps/s, "
-                  f"ETA {format_duration((total - step) / rate)} (evaluations excluded)", flush=True)
+            self.log(f"  {step:,}/{total:,} gradient steps, {rate:.2f} steps/s, "
+                     f"ETA {format_duration((total - step) / rate)} (evaluations excluded)")
 
 
 def run_curve(precision: str, seed: int, steps: int, artifacts: Path) -> dict[str, object]:

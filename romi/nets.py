@@ -9,7 +9,7 @@ import contextlib
 import copy
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -45,17 +45,23 @@ def has_native_bf16(device: torch.device) -> bool | None:
     return None
 
 
+def in_fp32(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` in fp32 even inside a bf16 autocast region (x cast up, autocast off for the call); just
+    `layer(x)` outside one. For network outputs: see `OutputLinear`."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return layer(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 class OutputLinear(nn.Linear):
     """A network's output layer: computed in fp32 even inside a bf16 autocast region, so Q-values,
-    log-stds and actions keep fp32 resolution (bf16 spaces values near Q = 200 a whole 1.0 apart) and every loss reads
-    fp32. Output layers are narrow (1 to 2|A| columns), so bf16 would gain nothing there anyway.
-    Same parameters as `nn.Linear`: state dicts do not change."""
+    log-stds and actions keep fp32 resolution (bf16 spaces values near Q = 200 a whole 1.0 apart) and
+    every loss reads fp32. Output layers are narrow (1 to 2|A| columns), so bf16 would gain nothing there
+    anyway. Same parameters as `nn.Linear`: state dicts do not change."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
+        return in_fp32(super().forward, x)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -67,6 +73,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
         in_dim = width
     layers.append(OutputLinear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
 
 class EnsembleLinear(nn.Module):
     """E independent affine maps applied at once: y[e] = x[e] @ W[e] + b[e].
@@ -94,7 +101,6 @@ class EnsembleLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ensemble_size={self.ensemble_size}, in_dim={self.in_dim}, out_dim={self.out_dim}"
-
 
 
 class EnsembleCritic(nn.Module):
@@ -126,10 +132,8 @@ class EnsembleCritic(nn.Module):
         for layer in hidden:
             x = torch.baddbmm(layer.bias[:e], x, layer.weight[:e])
             x = x.relu_()  # in place: baddbmm's backward needs its inputs, not its output
-        if torch.is_autocast_enabled(x.device.type):  # the Q-values in fp32, as `OutputLinear`
-            with torch.autocast(x.device.type, enabled=False):
-                return torch.baddbmm(last.bias[:e], x.float(), last.weight[:e]).squeeze(-1)
-        return torch.baddbmm(last.bias[:e], x, last.weight[:e]).squeeze(-1)
+        # The Q-values in fp32, as `OutputLinear`.
+        return in_fp32(lambda h: torch.baddbmm(last.bias[:e], h, last.weight[:e]), x).squeeze(-1)
 
 
 # rlkit's tanh-Gaussian conventions, which the official CQL (and so ROMI-CQL) trains with

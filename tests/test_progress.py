@@ -253,6 +253,13 @@ def test_learners_are_timed_for_real_at_the_configs_sizes(umaze_dataset: str) ->
     assert timing_mod.time_learner(big, 4, 2).seconds_per_step > timing_mod.time_learner(small, 4, 2).seconds_per_step
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_trials_are_timed_on_the_cpu_of_a_driver_without_one(umaze_dataset: str) -> None:
+    """A CPU-only head node plans a sweep of GPU trials (it has no GPU to time them on) instead of failing."""
+    config = build_run_config(umaze_dataset, "BCQ", 0, "quick", {**TINY, "device": "cuda"})
+    assert 0 < timing_mod.time_learner(config, 4, 2).seconds_per_step < 1
+
+
 def test_plan_counts_models_and_skips_those_in_the_store(umaze_dataset: str, tmp_path: Path) -> None:
     """The plan's artifact keys are the ones a trial builds: a model a run trained costs the plan nothing."""
     import yaml

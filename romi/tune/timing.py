@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from romi.agents.bcq import BCQ
-from romi.agents.cql import CQL
-from romi.config import DynamicsConfig, Precision, RolloutPolicyConfig, RunConfig
+from romi.agents import learner_config, make_agent
+from romi.config import DynamicsConfig, Precision, RolloutPolicyConfig, RunConfig, check_device_available
+from romi.errors import ConfigError
 from romi.imagination.rollout import generate_shard
 from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member
 from romi.models.rollout_policy import UniformRolloutPolicy, build_rollout_policy
@@ -55,7 +55,7 @@ def _seconds_per_call(call: Callable[[], Any], *, warmup: int = 3, calls: int = 
 
 def _random_batch(config: RunConfig, obs_dim: int, act_dim: int) -> Any:
 
-    size = config.bcq.batch_size if config.method_spec.learner == "bcq" else config.cql.batch_size
+    size = learner_config(config).batch_size
     return Batch(torch.randn(size, obs_dim), torch.rand(size, act_dim) * 2 - 1, torch.randn(size),
                  torch.randn(size, obs_dim), torch.zeros(size))
 
@@ -73,16 +73,20 @@ class LearnerTiming:
 
 def time_learner(config: RunConfig, obs_dim: int, act_dim: int, threads: int = 1) -> LearnerTiming:
     """Real gradient steps and action choices of the config's learner (BCQ or CQL) at its sizes, on
-    random data (the cost of a step does not depend on the numbers in it)."""
+    random data (the cost of a step does not depend on the numbers in it), in the run's precision, on
+    the run's device if this process has it, else on the CPU (a CPU-only head node planning GPU trials
+    times them on its CPU: the plan then overestimates their duration)."""
 
+    try:
+        check_device_available(config.device)
+    except ConfigError:
+        config = config.model_copy(update={"device": "cpu"})
     with _measuring(threads):
-        if config.method_spec.learner == "bcq":
-            agent: Any = BCQ(obs_dim, act_dim, 1.0, config.bcq, seed=0, precision=config.precision)
-        else:
-            agent = CQL(obs_dim, act_dim, 1.0, config.cql, seed=0, precision=config.precision)
+        agent: Any = make_agent(config, obs_dim, act_dim, 1.0)
+        if config.method_spec.learner == "cql":
             # Past the behaviour-cloning warm-up: the step most of a run's steps are (it also asks the critic).
             agent.step = config.cql.bc_steps
-        batch = _random_batch(config, obs_dim, act_dim)
+        batch = _random_batch(config, obs_dim, act_dim).to(config.device)
         step = _seconds_per_call(lambda: agent.update(batch))
         observation = torch.randn(obs_dim).numpy()
         act = _seconds_per_call(lambda: agent.act(observation), calls=10 * TIMED_STEPS, budget=TIME_BUDGET_S / 4)
