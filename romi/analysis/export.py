@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from romi.analysis.policy_episodes import run_policy_episodes
-from romi.analysis.results import _find_trials, _read_bytes
+from romi.analysis.results import _find_trials, _read_bytes, checkpoint_dirs
 from romi.config import build_run_config
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 from romi.layout import (
@@ -48,12 +48,9 @@ class Exported:
 
 def _latest_state(fs: Any, directory: str) -> dict[str, Any] | None:
     """The run state (`run.pt`) of a Tune trial's latest checkpoint, read through its filesystem."""
-    import pyarrow.fs
     import torch
 
-    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
-    checkpoints = sorted(info.path for info in fs.get_file_info(selector)
-                         if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    checkpoints = checkpoint_dirs(fs, directory)
     raw = _read_bytes(fs, f"{checkpoints[-1]}/{STATE_FILE}") if checkpoints else None
     return None if raw is None else torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
 
@@ -89,8 +86,9 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             "code_commit": code_commit,
         }
         # Figure 3 is drawn for maze2d tasks only, so only their policies are run (3 short episodes each).
-        state = _latest_state(fs, trial.directory) if get_task(config.task).domain == "maze2d" else None
-        if state is None and get_task(config.task).domain == "maze2d":
+        maze2d = get_task(config.task).domain == "maze2d"
+        state = _latest_state(fs, trial.directory) if maze2d else None
+        if maze2d and state is None:
             notes.append(f"{trial.name}: no checkpoint, so Figure 3 will not show its policy")
         staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"
         try:

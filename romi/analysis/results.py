@@ -75,15 +75,20 @@ def _read_text(fs: Any, path: str) -> str | None:
     return None if raw is None else raw.decode()
 
 
+def checkpoint_dirs(fs: Any, directory: str) -> list[str]:
+    """A Tune trial's `checkpoint_<n>` directories, oldest first."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
+    return sorted(info.path for info in fs.get_file_info(selector)
+                  if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+
+
 def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
     """A Tune trial's evaluations: the history saved in its latest checkpoint (complete by construction,
     see `romi.tune.trainable`) merged with result.json (which may hold a later line,
     or lose or repeat the one reported just before a failure); one record per step, the last one kept."""
-    import pyarrow.fs
-
-    selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
-    checkpoints = sorted(info.path for info in fs.get_file_info(selector)
-                         if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    checkpoints = checkpoint_dirs(fs, directory)
     saved = read_evaluation_lines(_read_text(fs, f"{checkpoints[-1]}/{EVALUATIONS_FILE}")) if checkpoints else []
     by_step: dict[Any, dict[str, Any]] = {}
     for record in [*saved, *read_evaluation_lines(_read_text(fs, f"{directory}/result.json"))]:
