@@ -297,3 +297,32 @@ def test_train_ctrl_c_says_that_rerunning_resumes(scratch: Path, monkeypatch: py
                                  "--out", str(scratch / "run")], env={"COLUMNS": "300"})
     assert result.exit_code == 130
     assert "rerun the same command to resume" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("make", "needles"), [
+    (lambda root: root / "missing", ("exported trials directory", "does not exist", "romi export --out")),
+    (lambda root: _file(root / "a-file"), ("is a file, not a directory",)),
+    (lambda root: _foreign_export(root), ("run with another config", "model_share: 0.5 -> 0.7", "move that")),
+])
+def test_sweep_exported_directories_that_cannot_be_used_are_refused(scratch: Path, make, needles) -> None:
+    import ray
+
+    exported = make(scratch)
+    refused(["sweep", "reduced", "--storage", str(scratch / "sweeps"), "--exported", str(exported)], *needles,
+            roots=(scratch,))
+    assert not ray.is_initialized(), "Ray was started before the check"
+
+
+def _file(path: Path) -> Path:
+    path.write_text("not a directory")
+    return path
+
+
+def _foreign_export(root: Path) -> Path:
+    """The reduced sweep's ROMI-BCQ seed 0, exported from a run with another model share."""
+    config = build_run_config("maze2d-umaze-sparse", "ROMI-BCQ", 0, "reduced", {"model_share": 0.5})
+    folder = root / "kept" / "maze2d-umaze-sparse_ROMI-BCQ_seed0"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(config.to_json())
+    (folder / "summary.json").write_text(json.dumps({"steps": 100_000}))
+    return root / "kept"

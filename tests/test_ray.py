@@ -182,6 +182,24 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     assert plan.startswith("plan: 0 trials (2 of 2 already finished), 0 gradient steps")
     assert {t.name: (t / "result.json").read_text() for t in trials} == before, "finished trials were recomputed"
 
+    # A new machine: empty storage, the exports kept. The finished exported trial is not run again; the
+    # other (as if it had not been exported) runs alone, with the same numbers.
+    from romi.analysis.export import finished_exports
+
+    kept = finished_exports(spec.trial_configs(), tmp_path / "kept" / "trials")
+    assert kept == ["maze2d-umaze-sparse_ROMI-BCQ_seed0", "maze2d-umaze-sparse_BCQ_seed0"]
+    elsewhere = spec.model_copy(update={"exclude": tuple(kept[:1])})
+    lines.clear()
+    grid = run_sweep(elsewhere, str(tmp_path / "machine2"), address="auto", log=lines.append)
+    assert len(grid) == 1 and grid[0].config["method"] == "BCQ" and grid[0].error is None
+    assert next(line for line in lines if line.startswith("plan: ")).startswith("plan: 1 trials, 100 gradient steps")
+    assert [t.name for t in (tmp_path / "machine2" / "tiny").glob("maze2d-*")] == ["maze2d-umaze-sparse_BCQ_seed0"]
+    again = load_results(str(tmp_path / "machine2" / "tiny"))
+    first = frame[frame["method"] == "BCQ"]
+    assert again["score"].tolist() == first["score"].tolist(), "the same config and seed give the same numbers"
+    everything_kept = spec.model_copy(update={"exclude": tuple(kept)})
+    assert run_sweep(everything_kept, str(tmp_path / "machine3"), log=lines.append) == []
+
 
 def test_a_failing_trial_resumes_from_its_checkpoint(ray_cluster, tiny_sweep_file, tmp_path) -> None:
     from romi.tune.spec import load_sweep

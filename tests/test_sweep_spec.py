@@ -80,3 +80,95 @@ def test_trial_statuses_tell_done_unfinished_failed_and_unstarted_apart() -> Non
     assert rows["FOMI-BCQ", 0].status == "failed"
     assert rows["BCQ", 1].status == "not started" and rows["BCQ", 1].score is None
     assert sum(r.status == "not started" for r in rows.values()) == 6
+
+
+def test_excluded_trials_leave_the_grid_and_the_tune_cells() -> None:
+    from romi.tune.sweep import trial_cells
+
+    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
+    task = spec.tasks[0]
+    done = f"{task}_ROMI-BCQ_seed0"
+    narrowed = spec.model_copy(update={"exclude": (done,)})
+    names = [f"{c.task}_{c.method}_seed{c.seed}" for c in narrowed.trial_configs()]
+    assert len(names) == 8 and done not in names
+    cells = trial_cells(narrowed)
+    assert [f"{c['task']}_{c['method']}_seed{c['seed']}" for c in cells] == names
+    assert {"task": task, "method": "ROMI-BCQ", "seed": 1} in cells
+
+
+def test_a_sweep_file_cannot_exclude_a_trial_it_does_not_have(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text("tasks: [maze2d-umaze-sparse]\nmethods: [BCQ]\nseeds: 2\n"
+                    "exclude: [maze2d-umaze-sparse_BCQ_seed1, maze2d-umaze-sparse_BCQ_seed7]\n")
+    with pytest.raises(ConfigError, match="maze2d-umaze-sparse_BCQ_seed7, not a trial of this sweep"):
+        load_sweep(path)
+
+
+def _export(directory: Path, config, steps: int) -> Path:
+    """A trial directory as `romi export` writes it (config, then summary last)."""
+    import json
+
+    folder = directory / f"{config.task}_{config.method}_seed{config.seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(config.to_json())
+    (folder / "summary.json").write_text(json.dumps({"steps": steps, "final_score": 1.0}))
+    return folder
+
+
+def test_finished_exports_are_the_same_trials_with_every_step_done(tmp_path: Path) -> None:
+    from romi.analysis.export import finished_exports
+
+    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
+    configs = {(c.method, c.seed): c for c in spec.trial_configs()}
+    _export(tmp_path, configs["ROMI-BCQ", 0], 100_000)
+    _export(tmp_path, configs["BCQ", 2], 100_000)
+    _export(tmp_path, configs["FOMI-BCQ", 1], 55_000)  # not finished: runs again
+    (tmp_path / f"{spec.tasks[0]}_BCQ_seed1").mkdir()  # no summary.json: nothing was kept
+    assert finished_exports(spec.trial_configs(), tmp_path) == [
+        f"{spec.tasks[0]}_ROMI-BCQ_seed0", f"{spec.tasks[0]}_BCQ_seed2"]
+
+
+def test_an_export_of_the_same_trial_with_another_config_is_refused(tmp_path: Path) -> None:
+    from romi.analysis.export import finished_exports
+
+    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
+    config = spec.trial_configs()[0]
+    other = config.model_copy(update={"model_share": 0.5})
+    _export(tmp_path, other, 100_000)
+    with pytest.raises(ConfigError, match=r"another config \(model_share: 0.5 -> 0.7\)"):
+        finished_exports(spec.trial_configs(), tmp_path)
+    (tmp_path / f"{config.task}_{config.method}_seed0" / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        finished_exports(spec.trial_configs(), tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        finished_exports(spec.trial_configs(), tmp_path / "nowhere")
+
+
+def test_the_committed_reduced_exports_are_skipped_by_the_reduced_sweep() -> None:
+    """The repository's own case: the reduced run's finished trials match the shipped sweep file."""
+    from romi.analysis.export import finished_exports
+
+    kept = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced" / "trials"
+    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
+    assert f"{spec.tasks[0]}_ROMI-BCQ_seed0" in finished_exports(spec.trial_configs(), kept)
+
+
+def test_romi_sweep_skips_the_trials_finished_in_exported(tmp_path: Path) -> None:
+    """On a new machine the committed exports stand in for the lost storage: nothing finished runs again."""
+    import ray
+    import yaml
+    from typer.testing import CliRunner
+
+    from romi.cli import app
+
+    kept = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced" / "trials"
+    path = tmp_path / "seed0.yaml"
+    path.write_text(yaml.safe_dump({"tasks": ["maze2d-umaze-sparse"], "methods": ["ROMI-BCQ"], "seeds": [0],
+                                    "profile": "reduced", "resources": {"cpu": 1, "rollout_workers": 0}}))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--storage", str(tmp_path / "s"), "--exported", str(kept)],
+                                env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "1 trial(s) finished in" in text and "not run again: maze2d-umaze-sparse_ROMI-BCQ_seed0" in text
+    assert "nothing to run" in text
+    assert not ray.is_initialized() and not (tmp_path / "s").exists()

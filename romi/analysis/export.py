@@ -13,17 +13,21 @@ appears atomically (written beside, then renamed).
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from romi.analysis.policy_episodes import run_policy_episodes
 from romi.analysis.results import _find_trials, _read_bytes, checkpoint_dirs
-from romi.config import build_run_config
+from romi.config import RunConfig, build_run_config
+from romi.errors import ConfigError
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 from romi.layout import (
     CONFIG_FILE,
@@ -32,6 +36,7 @@ from romi.layout import (
     STATE_FILE,
     SUMMARY_FILE,
     evaluation_lines,
+    trial_name,
 )
 from romi.storage import filesystem
 from romi.tasks import get_task
@@ -136,3 +141,68 @@ def export_models(sweep: str, out: Path) -> Exported:
         atomic_dir(target, copy)
         written.append(target)
     return Exported(written, already, [])
+
+
+def finished_exports(configs: Iterable[RunConfig], directory: Path) -> list[str]:
+    """The names of the trials among `configs` that `romi export` kept finished in `directory`.
+
+    What lets a sweep on a new machine (its Tune storage gone with the old one) skip the trials already
+    done instead of running them again (`romi sweep --exported DIR`). An export counts when it is the same
+    trial: every resolved config value equal and every gradient step done. The same trial exported with a
+    different config can never be the sweep's result, nor be replaced by it (exports are never
+    overwritten), so it is refused before anything runs.
+    """
+    if not directory.is_dir():
+        problem = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise ConfigError(f"exported trials directory {directory} {problem}",
+                          "give the directory `romi export --out` wrote, or drop --exported")
+    finished = []
+    for config in configs:
+        name = trial_name(config.model_dump())
+        folder = directory / name
+        if not (folder / SUMMARY_FILE).is_file():  # written last: without it, nothing was kept
+            continue
+        kept = _read_exported_config(folder / CONFIG_FILE)
+        differences = _differences(kept.model_dump(), config.model_dump())
+        if differences:
+            raise ConfigError(
+                f"{folder} is trial {name} run with another config ({'; '.join(differences[:5])}"
+                f"{'; ...' if len(differences) > 5 else ''}): the sweep would run it again and could not export it",
+                "move that directory away, or give the sweep the config it was run with")
+        summary = _read_json(folder / SUMMARY_FILE)
+        if int(summary.get("steps") or 0) >= (config.gradient_steps or 0):
+            finished.append(name)
+    return finished
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"exported file {path} cannot be read: {err}",
+                          "export that trial again (`romi export`), or move its directory away") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"exported file {path} is not a JSON object",
+                          "export that trial again (`romi export`), or move its directory away")
+    return value
+
+
+def _read_exported_config(path: Path) -> RunConfig:
+    try:
+        return RunConfig.model_validate(_read_json(path))
+    except ValidationError as err:
+        raise ConfigError(f"exported config {path} is not a config of this romi version: "
+                          f"{err.errors()[0]['msg']} at {'.'.join(map(str, err.errors()[0]['loc']))}",
+                          "export that trial again with this version, or move its directory away") from None
+
+
+def _differences(kept: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """`key: kept -> wanted` for every (nested) value that differs."""
+    found = []
+    for key in sorted(set(kept) | set(wanted)):
+        a, b = kept.get(key), wanted.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found

@@ -35,6 +35,10 @@ def sweep(
     overwrite: Annotated[
         bool, typer.Option(help="Start an existing sweep of this name over (its trained models are kept).")
     ] = False,
+    exported: Annotated[
+        Path | None, typer.Option(help="Trials kept by `romi export --out DIR`: those finished there (same config) "
+                                       "are not run again, e.g. on a new machine whose storage starts empty.")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the sweeps shipped with romi and exit.")] = False,
 ) -> None:
     """Run a paper table (or any sweep file) as a Ray Tune experiment."""
@@ -47,11 +51,21 @@ def sweep(
             raise typer.Exit(2)
         return
     spec = load_sweep(config, profile)
-    trials = len(spec.trial_configs())
+    grid = len(spec.tasks) * len(spec.methods) * len(spec.seed_list)
     console.print(
         f"[bold]sweep {spec.name}[/]: {len(spec.tasks)} tasks x {len(spec.methods)} methods x "
-        f"{len(spec.seed_list)} seeds = {trials} trials ({spec.profile} profile) -> {escape(storage)}/{spec.name}"
+        f"{len(spec.seed_list)} seeds = {grid} trials ({spec.profile} profile) -> {escape(storage)}/{spec.name}"
     )
+    if exported is not None:
+        from romi.analysis.export import finished_exports
+
+        done = finished_exports(spec.trial_configs(), exported)
+        spec = spec.model_copy(update={"exclude": tuple(dict.fromkeys((*spec.exclude, *done)))})
+        console.print(f"{len(done)} trial(s) finished in {escape(str(exported))}, not run again"
+                      + (f": {', '.join(done)}" if done else ""))
+    if spec.exclude and not spec.trial_configs():
+        console.print("nothing to run: every trial of the sweep is excluded or already finished")
+        return
     grid = run_sweep(spec, storage, address=address, resume=resume, overwrite=overwrite,
                      max_concurrent=max_concurrent, num_cpus=num_cpus,
                      log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))

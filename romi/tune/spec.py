@@ -7,14 +7,16 @@ override values and missing datasets are reported together, each with its fix.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from romi.config import METHOD_TABLE, FrozenModel, Method, Profile, RunConfig, build_run_config, validation_problems
 from romi.errors import ConfigError, DatasetMissingError, RomiError
+from romi.layout import trial_name
 
 
 class TrialResources(FrozenModel):
@@ -48,6 +50,9 @@ class SweepSpec(FrozenModel):
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0)
     """Times a failing trial is retried from its last checkpoint."""
+    exclude: tuple[str, ...] = ()
+    """Trials of the grid not to run, by name (`<task>_<method>_seed<seed>`): finished elsewhere, e.g. on an
+    earlier machine and kept with `romi export` (`romi sweep --exported DIR` fills this in)."""
 
     @field_validator("seeds")
     @classmethod
@@ -71,15 +76,30 @@ class SweepSpec(FrozenModel):
             raise ValueError("device is set by resources.gpu in a sweep, not by overrides.device")
         return value
 
+    @model_validator(mode="after")
+    def _exclude_names_trials_of_the_grid(self) -> SweepSpec:
+        grid = {trial_name({"task": t, "method": m, "seed": s}) for t, m, s in self._cells()}
+        unknown = [name for name in self.exclude if name not in grid]
+        if unknown:
+            raise ValueError(f"exclude names {', '.join(unknown)}, not a trial of this sweep "
+                             f"(its trials: {', '.join(sorted(grid))})")
+        return self
+
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seeds)) if isinstance(self.seeds, int) else self.seeds
 
+    def _cells(self) -> Iterable[tuple[str, str, int]]:
+        return itertools.product(self.tasks, self.methods, self.seed_list)
+
     def trial_configs(self) -> list[RunConfig]:
-        """Every trial's resolved config (also validates the overrides for every task and method)."""
+        """Every trial's resolved config, in grid order, less the excluded ones (also validates the
+        overrides for every task and method)."""
+        excluded = set(self.exclude)
         return [
             build_run_config(task, method, seed, self.profile, self.overrides)
-            for task, method, seed in itertools.product(self.tasks, self.methods, self.seed_list)
+            for task, method, seed in self._cells()
+            if trial_name({"task": task, "method": method, "seed": seed}) not in excluded
         ]
 
 

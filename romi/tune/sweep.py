@@ -79,6 +79,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     gives the progress line its expected duration until the measured rate takes over.
     """
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     from romi.tune.coordination import start_coordinator
 
@@ -109,9 +110,11 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     if resume:
         print(f"nothing to resume at {experiment}: starting the sweep")
     param_space = {
-        "task": tune.grid_search(list(spec.tasks)),
-        "method": tune.grid_search(list(spec.methods)),
-        "seed": tune.grid_search(list(spec.seed_list)),
+        # Task, method and seed come from the search algorithm's list of trials (below), one point per
+        # trial, not from a product grid: a sweep may exclude single trials (finished elsewhere).
+        "task": None,
+        "method": None,
+        "seed": None,
         "profile": spec.profile,
         "overrides": spec.overrides,
         "artifacts": f"{experiment}/artifacts",
@@ -124,7 +127,9 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent or spec.max_concurrent,
+            search_alg=BasicVariantGenerator(points_to_evaluate=trial_cells(spec),
+                                             max_concurrent=max_concurrent or spec.max_concurrent or 0),
+            num_samples=len(spec.trial_configs()),
             trial_name_creator=lambda trial: trial_name(trial.config),
             trial_dirname_creator=lambda trial: trial_name(trial.config),
         ),
@@ -140,13 +145,22 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
     )
 
 
+def trial_cells(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The sweep's trials as Tune points to evaluate: one {task, method, seed} each, in the spec's order."""
+    return [{"task": c.task, "method": c.method, "seed": c.seed} for c in spec.trial_configs()]
+
+
 def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str | None = None,
               resume: bool = False, overwrite: bool = False, max_concurrent: int | None = None,
               num_cpus: int | None = None, log: Callable[[str], None] = print) -> Any:
     """Preflight, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`.
 
-    Nothing is written and no trial starts until every check of `romi.tune.preflight` has passed.
+    Nothing is written and no trial starts until every check of `romi.tune.preflight` has passed. A spec
+    whose every trial is excluded runs nothing (an empty list).
     """
+    if not spec.trial_configs():
+        log(f"sweep {spec.name}: nothing to run (every trial is excluded: {', '.join(spec.exclude)})")
+        return []
     experiment = preflight.before_ray(spec, storage, address=address, num_cpus=num_cpus, resume=resume,
                                       overwrite=overwrite, log=log)
     init_ray(address, num_cpus)
