@@ -12,7 +12,6 @@ appears atomically (written beside, then renamed).
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import uuid
@@ -25,7 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from romi.analysis.policy_episodes import run_policy_episodes
-from romi.analysis.results import _find_trials, _read_bytes, checkpoint_dirs
+from romi.analysis.results import _find_trials, latest_run_state
 from romi.config import RunConfig, build_run_config
 from romi.errors import ConfigError
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -33,7 +32,6 @@ from romi.layout import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
     POLICY_EPISODES_FILE,
-    STATE_FILE,
     SUMMARY_FILE,
     evaluation_lines,
     trial_name,
@@ -49,15 +47,6 @@ class Exported:
     unfinished: list[str]
     notes: list[str] = field(default_factory=list)
     """What an export had to leave out, and why (a maze2d trial without a checkpoint: no Figure 3 policy)."""
-
-
-def _latest_state(fs: Any, directory: str) -> dict[str, Any] | None:
-    """The run state (`run.pt`) of a Tune trial's latest checkpoint, read through its filesystem."""
-    import torch
-
-    checkpoints = checkpoint_dirs(fs, directory)
-    raw = _read_bytes(fs, f"{checkpoints[-1]}/{STATE_FILE}") if checkpoints else None
-    return None if raw is None else torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
 
 
 def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
@@ -92,7 +81,7 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
         }
         # Figure 3 is drawn for maze2d tasks only, so only their policies are run (3 short episodes each).
         maze2d = get_task(config.task).domain == "maze2d"
-        state = _latest_state(fs, trial.directory) if maze2d else None
+        state = latest_run_state(fs, trial.directory) if maze2d else None
         if maze2d and state is None:
             notes.append(f"{trial.name}: no checkpoint, so Figure 3 will not show its policy")
         staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from romi.analysis.policy_episodes import PolicyEpisodes, run_policy_episodes
+from romi.analysis.results import latest_run_state
 from romi.analysis.tables import PaperTable
 from romi.config import DynamicsConfig
 from romi.data.minari_io import load_transitions, resolve_dataset_id
@@ -23,10 +24,11 @@ from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map, xy_to_cell
 from romi.imagination.build import TRAINING_RECIPE
 from romi.imagination.rollout import generate_rollouts
 from romi.io import atomic_write_with
-from romi.layout import POLICY_EPISODES_FILE, STATE_FILE
+from romi.layout import POLICY_EPISODES_FILE
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import UniformRolloutPolicy
 from romi.models.termination import termination_fn
+from romi.storage import filesystem
 from romi.tasks import get_task
 
 METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
@@ -261,15 +263,6 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
     return _save(fig, out)
 
 
-def _latest_run_state(trial_dir: Path) -> dict[str, Any] | None:
-    """A Tune trial's latest checkpoint, or a `romi train` directory's state."""
-
-    checkpoints = sorted(trial_dir.glob(f"checkpoint_*/{STATE_FILE}")) or sorted(trial_dir.glob(STATE_FILE))
-    if not checkpoints:
-        return None
-    return torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
-
-
 def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
     """The Figure 3 episodes of a trial's trained policy: kept by `romi export` beside an exported trial,
     else run from the trial's latest checkpoint; None when there is neither."""
@@ -277,7 +270,8 @@ def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
     kept = trial_dir / POLICY_EPISODES_FILE
     if kept.exists():
         return PolicyEpisodes.load(kept)
-    state = _latest_run_state(trial_dir)
+    fs, directory = filesystem(str(trial_dir))
+    state = latest_run_state(fs, directory)
     return None if state is None else run_policy_episodes(state)
 
 
@@ -321,7 +315,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
         ax.scatter([goal[0]], [goal[1]], marker="*", s=200, color="gold", edgecolor="black", zorder=4)
         episodes = trained_policy_episodes(trial_dir)
         if episodes is None:
-            ax.text(0, 0, "no checkpoint", ha="center")
+            ax.text(0, 0, "no trained policy kept\n(no checkpoint, no policy_episodes.npz)", ha="center")
             continue
         for trajectory in episodes.trajectories:
             ax.plot(trajectory[:, 0], trajectory[:, 1], color=METHOD_COLOURS.get(method), linewidth=1)

@@ -11,6 +11,7 @@ manifest (`romi_sweep.json`, written by `romi sweep` before its first trial).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from romi.layout import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
     MANIFEST_FILE,
+    STATE_FILE,
     STATUSES,
     SUMMARY_FILE,
     TrialStatus,
@@ -82,6 +84,16 @@ def checkpoint_dirs(fs: Any, directory: str) -> list[str]:
     selector = pyarrow.fs.FileSelector(directory, allow_not_found=True)
     return sorted(info.path for info in fs.get_file_info(selector)
                   if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+
+
+def latest_run_state(fs: Any, directory: str) -> dict[str, Any] | None:
+    """A trial's run state (`run.pt`): a Tune trial's latest checkpoint's, or a `romi train` directory's
+    own; None when it has neither (e.g. an exported trial)."""
+    import torch
+
+    checkpoints = checkpoint_dirs(fs, directory)
+    raw = _read_bytes(fs, f"{checkpoints[-1] if checkpoints else directory}/{STATE_FILE}")
+    return None if raw is None else torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
 
 
 def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
