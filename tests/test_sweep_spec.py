@@ -172,3 +172,18 @@ def test_romi_sweep_skips_the_trials_finished_in_exported(tmp_path: Path) -> Non
     assert "1 trial(s) finished in" in text and "not run again: maze2d-umaze-sparse_ROMI-BCQ_seed0" in text
     assert "nothing to run" in text
     assert not ray.is_initialized() and not (tmp_path / "s").exists()
+
+
+def test_the_reduced_runs_narrowed_sweep_files_are_the_reduced_sweep_exactly() -> None:
+    """analysis/results/reduced/sweeps/ holds the grids run after a machine change (the pinned code has no
+    --exported): with the trial finished before it, they cover the reduced sweep once, with its configs."""
+    results = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced"
+    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
+    reduced = {f"{c.task}_{c.method}_seed{c.seed}": c for c in spec.trial_configs()}
+    covered = ["maze2d-umaze-sparse_ROMI-BCQ_seed0"]  # finished before the change (trials/)
+    for path in sorted((results / "sweeps").glob("*.yaml")):
+        for config in load_sweep(path).trial_configs():
+            name = f"{config.task}_{config.method}_seed{config.seed}"
+            covered.append(name)
+            assert config == reduced[name], f"{path.name}: {name} differs from the reduced sweep's"
+    assert sorted(covered) == sorted(reduced)
