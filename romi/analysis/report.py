@@ -97,10 +97,10 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
             artifacts = sweep_dir / "artifacts" if models is None else models
             if is_remote(sweep) or not any((artifacts / "dynamics").glob("*/info.json")):
                 continue  # the figures need the models (and the trials' files) on this machine
-            # This path's own trials (read again: exported run directories all belong to the "train"
-            # sweep), so a second sweep draws its own figures into its own files instead of redrawing
-            # (and overwriting) the first one's.
-            of_sweep = load_results(sweep)
+            # This path's own trials (read again when there are several paths: exported run directories
+            # all belong to the "train" sweep), so a second sweep draws its own figures into its own files
+            # instead of redrawing (and overwriting) the first one's.
+            of_sweep = results if len(sweeps) == 1 else load_results(sweep)
             maze = sorted(t for t in of_sweep["task"].unique() if t.startswith("maze2d"))
             if not maze:
                 continue
