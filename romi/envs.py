@@ -77,6 +77,28 @@ def maze_reward(xy: np.ndarray, goal: np.ndarray, reward_type: str) -> np.ndarra
     raise ValueError(f"unknown maze reward type {reward_type!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class GoalVisits:
+    """How often a maze2d dataset is at its goal (within `GOAL_RADIUS`, where the sparse reward is 1)."""
+
+    transitions: int
+    at_goal: int
+    episodes: int
+    episodes_at_goal: int
+
+    def describe(self) -> str:
+        return (f"at the goal (within {GOAL_RADIUS} of it, sparse reward 1) in {self.at_goal / self.transitions:.1%} "
+                f"of transitions; {self.episodes_at_goal:,} of {self.episodes:,} episodes reach it")
+
+
+def goal_visits(task: TaskSpec, next_xy: np.ndarray, episode_ids: np.ndarray) -> GoalVisits:
+    """The dataset's visits to the goal, counted on the positions its transitions lead to (`next_xy`, as the
+    reward is): what ROMI's reverse rollouts can start from, and how much of the data shows the way."""
+    at_goal = maze_reward(next_xy, goal_xy(task), "sparse") > 0
+    return GoalVisits(len(at_goal), int(at_goal.sum()), len(np.unique(episode_ids)),
+                      len(np.unique(episode_ids[at_goal])))
+
+
 def flatten_maze_observation(task: TaskSpec, obs: dict[str, np.ndarray]) -> np.ndarray:
     """Dict observation (single or batched) -> the flat vector the learners see."""
     if task.domain == "maze2d":

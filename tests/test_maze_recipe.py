@@ -82,3 +82,17 @@ def test_simulated_states_never_enter_a_wall_cell_of_the_drawn_frame(name: str) 
             assert grid[row][col] == 0, f"{name}: state {obs[:2]} is drawn in wall cell {(row, col)}"
             if truncated:
                 break
+
+
+def test_goal_visits_count_transitions_and_episodes_at_the_goal() -> None:
+    from romi.envs import goal_visits
+
+    task = TASKS["maze2d-umaze-sparse"]
+    goal = goal_xy(task)
+    along_x = np.array([1.0, 0.0])
+    far, inside, edge, outside = (goal + d * along_x for d in (2.0, 0.1, GOAL_RADIUS, GOAL_RADIUS + 1e-3))
+    xy = np.stack([far, inside, far, edge, outside, far])
+    episodes = np.array([0, 0, 1, 2, 2, 3])
+    visits = goal_visits(task, xy, episodes)
+    assert (visits.transitions, visits.at_goal, visits.episodes, visits.episodes_at_goal) == (6, 2, 4, 2)
+    assert "33.3% of transitions; 2 of 4 episodes reach it" in visits.describe()

@@ -108,6 +108,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         load_transitions,
         read_metadata,
     )
+    from romi.envs import goal_visits
     from romi.errors import DatasetCorruptError
     from romi.tasks import get_task
 
@@ -136,10 +137,13 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
             outdated = err
         # The checks `romi train` makes (readable, complete, the task's sizes, finite), so that a dataset
         # `data info` lists as good is one a run can train on. (An outdated one is refused before reading.)
-        checked = ""
+        checked, visits = "", None
         if outdated is None:
             try:
-                checked = f"; checked: {len(load_transitions(dataset_id)):,} finite transitions of the task's sizes"
+                transitions = load_transitions(dataset_id)
+                checked = f"; checked: {len(transitions):,} finite transitions of the task's sizes"
+                if spec.domain == "maze2d":
+                    visits = goal_visits(spec, transitions.next_observations[:, :2], transitions.episode_ids)
             except DatasetCorruptError as err:
                 console.print(f"  {label}: [red]{dataset_id} is damaged[/]")
                 damaged.append(err)
@@ -152,6 +156,8 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
             f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
             f"{_ref(meta.get('ref_max_score'))}  |  D4RL's {spec.d4rl_ref_min} / {spec.d4rl_ref_max}"
         )
+        if visits is not None:
+            console.print(f"    {visits.describe()}")
         if outdated is not None:
             console.print(f"    [yellow]outdated:[/] {escape(outdated.problem)}; fix: {escape(outdated.hint or '')}")
         if meta.get("description"):
