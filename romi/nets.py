@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 import math
+import platform
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -43,6 +46,20 @@ def has_native_bf16(device: torch.device) -> bool | None:
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return None
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """The CPU's model and the instruction set torch's kernels use on it (`Intel(R) Xeon(R) Processor,
+    AVX512`). Recorded with every evaluation: the same config and seed give the same numbers bit for bit
+    on one kind of CPU, not across kinds (float kernels differ between AVX2 and AVX-512 in the last bits)."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def in_fp32(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

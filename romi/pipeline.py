@@ -38,7 +38,7 @@ from romi.imagination.rollout import build_buffer_in_process
 from romi.imagination.sampler import MixedSampler, return_weights
 from romi.io import atomic_torch_save, atomic_write_text
 from romi.layout import EVALUATIONS_FILE, STATE_FILE, evaluation_lines
-from romi.nets import has_native_bf16
+from romi.nets import cpu_kind, has_native_bf16
 from romi.progress import Reporter
 from romi.tasks import TaskSpec, get_task
 from romi.types import Log
@@ -62,11 +62,19 @@ class EvalRecord(Scores):
     """The dataset trained on: `local/...` ones are scored with `score_local` in the tables."""
     method_label: str = ""
     """The method as tables name it, with a tag for each setting off the paper's (`BCQ (rw)`)."""
+    cpu: str = ""
+    """The CPU the steps up to this evaluation ran on (`romi.nets.cpu_kind`; a run resumed on another
+    machine changes it mid-run): numbers are bit-for-bit reproducible on the same kind only."""
 
     def flat(self) -> dict[str, float | str]:
         record = asdict(self)
         train = record.pop("train")
         return {**record, **{f"train/{k}": v for k, v in train.items()}}
+
+
+def cpus_of(records: list[dict[str, Any]]) -> list[str]:
+    """The kinds of CPU a run's evaluations were computed on, in order (one, unless it moved machines)."""
+    return list(dict.fromkeys(str(r["cpu"]) for r in records if r.get("cpu")))
 
 
 class Run:
@@ -157,7 +165,7 @@ class Run:
         record = EvalRecord(
             **asdict(self.evaluator(self.agent.act, self.step)), step=self.step, steps_per_second=steps_per_second,
             wall_time=self._wall_offset + time.perf_counter() - self._started_at, train=train or {},
-            dataset_id=self.dataset_id, method_label=config.method_label)
+            dataset_id=self.dataset_id, method_label=config.method_label, cpu=cpu_kind())
         check_finite(record.flat(), "evaluation", config, self.step)
         identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
         self.history.append({**identity, **record.flat(), "done_fraction": self.step / (config.gradient_steps or 1)})
@@ -177,6 +185,7 @@ class Run:
             "final_score_local": local[-1] if local else float("nan"),
             "last_k_score_local": float(np.mean(local[-k:])) if local else float("nan"),
             "stage_seconds": self.stage_seconds,
+            "cpus": cpus_of(self.history),
         }
 
     # ---- saving and continuing ---------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from romi.agents import learner_config
 from romi.config import METHODS, build_run_config
@@ -38,6 +39,11 @@ def test_every_method_runs_on_maze2d(method: str, umaze_dataset: str, tmp_path: 
     lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [30, 60]
     assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "run" / "run.pt").exists()
+    # Where the numbers were made: bit-for-bit reproducible on this kind of CPU only.
+    from romi.nets import cpu_kind
+
+    assert {json.loads(line)["cpu"] for line in lines} == {cpu_kind()} and summary["cpus"] == [cpu_kind()]
+    assert cpu_kind().rsplit(", ", 1)[1] == torch.backends.cpu.get_cpu_capability()
     # The wiring itself, not log text: model rows reach the learner's batches in the configured share.
     run = runs[-1]
     batch_size = learner_config(run.config).batch_size

@@ -36,6 +36,7 @@ from romi.layout import (
     evaluation_lines,
     trial_name,
 )
+from romi.pipeline import cpus_of
 from romi.storage import filesystem
 from romi.tasks import get_task
 
@@ -77,7 +78,7 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             "final_score": scores[-1], "last_k_score": float(np.mean(scores[-k:])),
             "final_score_local": local[-1], "last_k_score_local": float(np.mean(local[-k:])),
             "wall_time": records[-1].get("wall_time"), "exported_from": f"{sweep.rstrip('/')}/{trial.name}",
-            "code_commit": code_commit,
+            "code_commit": code_commit, "cpus": cpus_of(records),
         }
         # Figure 3 is drawn for maze2d tasks only, so only their policies are run (3 short episodes each).
         maze2d = get_task(config.task).domain == "maze2d"
