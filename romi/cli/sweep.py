@@ -56,6 +56,8 @@ def sweep(
         f"[bold]sweep {spec.name}[/]: {len(spec.tasks)} tasks x {len(spec.methods)} methods x "
         f"{len(spec.seed_list)} seeds = {grid} trials ({spec.profile} profile) -> {escape(storage)}/{spec.name}"
     )
+    if spec.exclude:
+        console.print(f"excluded by the sweep file: {', '.join(spec.exclude)}")
     if exported is not None:
         from romi.analysis.export import finished_exports
 
@@ -98,7 +100,7 @@ def _list_sweeps(sweeps: dict[str, Path]) -> None:
         table.add_column(column)
     for name, path in sweeps.items():
         spec = load_sweep(path)
-        trials = len(spec.tasks) * len(spec.methods) * len(spec.seed_list)
+        trials = len(spec.trial_configs())  # the grid less the trials the file excludes
         table.add_row(name, str(spec.table or "-"), str(trials), spec.profile, spec.description)
     console.print(table)
 
