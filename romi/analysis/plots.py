@@ -319,6 +319,6 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
             continue
         for trajectory in episodes.trajectories:
             ax.plot(trajectory[:, 0], trajectory[:, 1], color=METHOD_COLOURS.get(method), linewidth=1)
-        ax.set_title(f"{method} policy (step {episodes.step:,}, return {np.mean(episodes.returns):.0f})")
+        ax.set_title(f"{method} policy\n(step {episodes.step:,}, mean return {np.mean(episodes.returns):.0f})")
     fig.suptitle(f"{task.name}: reverse imagination ends in the data; forward leaves it (paper Fig. 3)")
     return _save(fig, out)
