@@ -109,6 +109,7 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
 
     if resume:
         print(f"nothing to resume at {experiment}: starting the sweep")
+    cells = trial_cells(spec)
     param_space = {
         # Task, method and seed come from the search algorithm's list of trials (below), one point per
         # trial, not from a product grid: a sweep may exclude single trials (finished elsewhere).
@@ -127,9 +128,9 @@ def build_tuner(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, resume: bool
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=trial_cells(spec),
+            search_alg=BasicVariantGenerator(points_to_evaluate=cells,
                                              max_concurrent=max_concurrent or spec.max_concurrent or 0),
-            num_samples=len(spec.trial_configs()),
+            num_samples=len(cells),
             trial_name_creator=lambda trial: trial_name(trial.config),
             trial_dirname_creator=lambda trial: trial_name(trial.config),
         ),
