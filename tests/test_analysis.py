@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from romi.analysis import load_results, paper_numbers, paper_table, summarize_trials
+from romi.analysis.claims import Ordering, _paper_value, check_claims
 from romi.analysis.plots import discrepancy_by_method, learning_curves, ours_vs_paper
 from romi.analysis.tables import FOOTNOTE
 from romi.cli import app
@@ -228,6 +231,7 @@ def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: p
     assert (tmp_path / "nb" / "learning_curves.png").exists()
     shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
     assert any("Table 3. Ours:" in text and "local refs" in text for text in shown), "the table says its refs"
+    assert any("ROMI-BCQ scores above FOMI-BCQ" in text for text in shown), "the claims are checked"
 
 
 def test_report_on_an_interrupted_sweep_lists_every_trial_truthfully(tmp_path: Path,
@@ -294,3 +298,85 @@ def test_export_models_copies_finished_models_that_a_store_then_reuses(tmp_path:
     artifact = elsewhere.load_or_build("rollout-uniform/abc", build=build, identity={"seed": 0},
                                        empty=lambda: UniformRolloutPolicy([-1.0, -1.0], [1.0, 1.0]))
     assert not artifact.built and builds == ["built"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper's claims (romi.analysis.claims)
+# ------------------------------------------------------------------------------------------------
+
+
+def _claims(root: Path, last_k: int = 1):
+    results = load_results(str(root))
+    return check_claims(results, {3: paper_table(results, 3, last_k=last_k)}, last_k=last_k).set_index("claim")
+
+
+def test_every_ordering_of_table_3_and_figure_3j_is_checked(tmp_path: Path) -> None:
+    # ROMI-BCQ 115/135, FOMI-BCQ 5/15, BCQ 35/45 (local refs = final - 5); discrepancy FOMI 0.5, others 0.1
+    claims = _claims(_complete_sweep(tmp_path))
+    assert set(claims["source"]) == {"Table 3", "Figure 3j"} and set(claims["task"]) == {TASK}
+    romi_fomi = claims.loc["ROMI-BCQ scores above FOMI-BCQ (local refs)"]
+    assert romi_fomi["paper"] == "139.5 vs 8.1"
+    assert romi_fomi["ours"] == "125.0 ± 10.0 (n=2) vs 10.0 ± 5.0 (n=2)"
+    assert romi_fomi["seed pairs"] == "4 of 4" and romi_fomi["verdict"] == "holds"
+    # The paper's BCQ (41.1) is above its FOMI-BCQ (8.1): that ordering is checked too, in the paper's order.
+    assert claims.loc["BCQ scores above FOMI-BCQ (local refs)", "verdict"] == "holds"
+    strays = claims.loc["FOMI-BCQ strays further from the data than BCQ"]
+    assert strays["ours"] == "0.500 ± 0.000 (n=2) vs 0.100 ± 0.000 (n=2)" and strays["verdict"] == "holds"
+    close = claims[claims.index.str.startswith("ROMI-BCQ is about as close to the data as BCQ")].iloc[0]
+    assert close["verdict"] == "holds" and close["seed pairs"] == "—"
+    assert len(claims) == 6
+
+
+def test_a_reversed_ordering_and_a_leaning_one_are_told_apart(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    finals = {**FINAL, ("FOMI-BCQ", 0): 150.0, ("FOMI-BCQ", 1): 160.0,  # FOMI above ROMI in every pair
+              ("BCQ", 0): 130.0}  # BCQ seed 0 beats ROMI-BCQ seed 0 (120) but not seed 1 (140)
+    for (method, seed), final in finals.items():
+        _trial(root, method, seed, [100, 200, 300], final)
+    claims = _claims(root)
+    assert claims.loc["ROMI-BCQ scores above FOMI-BCQ (local refs)", "verdict"] == "reversed"
+    above_bcq = claims.loc["ROMI-BCQ scores above BCQ (local refs)"]
+    assert above_bcq["seed pairs"] == "3 of 4" and above_bcq["verdict"] == "leans"
+
+
+def test_missing_seeds_mark_the_verdict_incomplete_and_variants_do_not_count(tmp_path: Path) -> None:
+    root = _complete_sweep(tmp_path)
+    _trial(root, "BCQ", 0, [100, 200, 300], 500.0, label="BCQ (rw)")  # off the paper's settings
+    _trial(root, "ROMI-BCQ", 2, [100], 10.0)  # a third seed, stopped after its first evaluation
+    claims = _claims(root)
+    row = claims.loc["ROMI-BCQ scores above BCQ (local refs)"]
+    assert row["verdict"] == "leans (incomplete)" and row["seed pairs"] == "4 of 6"
+    assert row["ours"].endswith("vs 40.0 ± 5.0 (n=2)"), "the (rw) variant is not the paper's BCQ"
+
+
+def test_the_mean_of_the_last_evaluations_is_what_the_table_shows(tmp_path: Path) -> None:
+    claims = _claims(_complete_sweep(tmp_path), last_k=2)
+    # ROMI-BCQ seed 0: (120 * 2/3 - 5 + 115) / 2 = 95; seed 1: (140 * 2/3 - 5 + 135) / 2 = 111.7
+    assert claims.loc["ROMI-BCQ scores above BCQ (local refs)", "ours"].startswith("103.3 ± 8.3 (n=2)")
+
+
+def test_the_papers_baseline_columns_stand_in_for_our_baselines() -> None:
+    assert _paper_value(3, TASK, "FOMI-BCQ") == pytest.approx(8.1)
+    assert _paper_value(2, "hopper-random", "CQL") == pytest.approx(31.4), "Table 2's MF is CQL here"
+    assert _paper_value(2, "walker2d-random", "CQL") is None, "... and BEAR here: no CQL number"
+    assert _paper_value(1, TASK, "BCQ") is None
+
+
+@given(st.lists(st.floats(-100, 100), min_size=1, max_size=5), st.lists(st.floats(-100, 100), min_size=1, max_size=5))
+def test_an_ordering_holds_exactly_when_every_pair_is_in_order(above: list[float], below: list[float]) -> None:
+    order = Ordering(np.array(above), np.array(below))
+    assert (order.verdict() == "holds") == (min(above) > max(below))
+    assert 0 <= order.pairs_in_order <= order.pairs == len(above) * len(below)
+    flipped = Ordering(np.array(below), np.array(above))
+    if order.verdict() == "holds":
+        assert flipped.verdict() == "reversed" and flipped.pairs_in_order == 0
+
+
+def test_report_writes_and_prints_the_claims(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["report", str(_complete_sweep(tmp_path)), "--out", str(out), "--no-figures"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "The paper's claims" in result.output and "ROMI-BCQ scores above FOMI-BCQ" in result.output
+    text = (out / "claims.md").read_text()
+    assert text.startswith("The paper's orderings checked on our trials.") and text.count("| holds") == 6

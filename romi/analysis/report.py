@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from romi.analysis import plots
+from romi.analysis.claims import check_claims, claims_markdown
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
@@ -24,6 +25,8 @@ class Report:
     missing: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[str] = field(default_factory=list)
     """Figures not drawn, and why (e.g. the dataset is not on this machine)."""
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The paper's orderings and whether our seeds show them (`romi.analysis.claims`)."""
 
 
 def relevant_tables(results: pd.DataFrame) -> list[int]:
@@ -80,6 +83,11 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
             report.files.append(path)
         if figures:
             report.files += plots.ours_vs_paper(built, out / f"table{table}_vs_paper")
+    report.claims = check_claims(results, report.tables, last_k=last_k)
+    if report.tables:
+        log(f"the paper's claims: {len(report.claims)} orderings checked")
+        atomic_write_text(out / "claims.md", claims_markdown(report.claims) + "\n")
+        report.files.append(out / "claims.md")
     summary = summarize_trials(results, last_k=last_k)
     report.missing = summary[summary["status"] != "finished"]
     atomic_write_text(out / "trials.csv", summary.to_csv(index=False))

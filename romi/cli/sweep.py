@@ -125,6 +125,9 @@ def report(
         console.print(f"\n[bold]Table {table}[/] (ours: mean ± std over n seeds; best of ours in bold)\n")
         # soft_wrap: rows stay whole in job logs and pipes (rich would wrap them at 80 columns there)
         console.print(content.to_markdown(), markup=False, highlight=False, soft_wrap=True)
+    if not built.claims.empty:
+        console.print("\n[bold]The paper's claims[/] (holds: every seed pair in the paper's order; see claims.md)\n")
+        console.print(built.claims.to_markdown(index=False), markup=False, highlight=False, soft_wrap=True)
     for skipped in built.skipped:
         err_console.print(f"[yellow]warning:[/] skipped {escape(skipped)}", highlight=False, soft_wrap=True)
     if not built.missing.empty:
