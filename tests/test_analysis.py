@@ -380,3 +380,34 @@ def test_report_writes_and_prints_the_claims(tmp_path: Path) -> None:
     assert "The paper's claims" in result.output and "ROMI-BCQ scores above FOMI-BCQ" in result.output
     text = (out / "claims.md").read_text()
     assert text.startswith("The paper's orderings checked on our trials.") and text.count("| holds") == 6
+
+
+def test_a_report_on_exports_alone_still_knows_which_trials_are_missing(tmp_path: Path) -> None:
+    """Seed 0 of each method finished and exported, the other 6 trials of the sweep not: the export keeps the
+    sweep's manifest, so its table and claims say incomplete instead of passing one seed off as the row."""
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import write_manifest
+
+    root = tmp_path / "synthetic"
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "tune_configs" / "quick.yaml").model_copy(
+        update={"name": "synthetic"})
+    write_manifest(spec, str(root))
+    for method in ("ROMI-BCQ", "FOMI-BCQ", "BCQ"):
+        _trial(root, method, 0, [100, 200, 300], FINAL[(method, 0)])
+    _trial(root, "BCQ", 1, [100], 30.0)  # still running: not exported
+    out = tmp_path / "kept"
+    result = CliRunner().invoke(app, ["export", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 exported" in result.output and "kept the sweep's manifest" in result.output
+    assert (out / "manifests" / "synthetic" / "romi_sweep.json").is_file()
+
+    results = load_results(str(out))
+    status = results.groupby(["method", "seed"])["status"].first()
+    assert len(status) == 9 and (status == "finished").sum() == 3, "each trial once: exported or asked for"
+    table = paper_table(results, 3)
+    assert table.incomplete and table.display("plain").loc[TASK, "ROMI-BCQ"] == "115.0 (n=1)†"
+    claims = check_claims(results, {3: table})
+    assert claims["verdict"].str.endswith("(incomplete)").all()
+    # exporting again (the sweep went on) keeps the newest manifest and rewrites no trial
+    again = CliRunner().invoke(app, ["export", str(root), "--out", str(out)])
+    assert "0 exported, 3 already there" in again.output

@@ -7,7 +7,9 @@ evaluation, `summary.json` last), which `load_results` and `romi report` read li
 report can be rebuilt from the repository alone. A maze2d trial also keeps its trained policy's
 Figure 3 episodes (`policy_episodes.npz`, run from its last checkpoint), so the figure survives the
 checkpoint. Exports are never overwritten: a trial already exported is skipped, and each directory
-appears atomically (written beside, then renamed).
+appears atomically (written beside, then renamed). The sweep's manifest (the trials it asks for) is
+kept too, under `manifests/<sweep>/`, so a report on the exports alone still marks the cells whose
+trials have not finished yet as incomplete instead of presenting one seed as the whole row.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import numpy as np
 from pydantic import ValidationError
 
 from romi.analysis.policy_episodes import run_policy_episodes
-from romi.analysis.results import _find_trials, latest_run_state
+from romi.analysis.results import _find_trials, _read_text, latest_run_state
 from romi.config import RunConfig, build_run_config
 from romi.errors import ConfigError
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 from romi.layout import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
+    MANIFEST_FILE,
     POLICY_EPISODES_FILE,
     SUMMARY_FILE,
     evaluation_lines,
@@ -48,11 +51,17 @@ class Exported:
     unfinished: list[str]
     notes: list[str] = field(default_factory=list)
     """What an export had to leave out, and why (a maze2d trial without a checkpoint: no Figure 3 policy)."""
+    manifest: Path | None = None
+    """Where the sweep's manifest was kept (None: the sweep has none, e.g. one run before manifests)."""
+
+
+MANIFESTS_DIR = "manifests"
 
 
 def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
     """Write every finished trial of the Tune experiment at `sweep` under `out/<trial name>/`."""
     fs, root = filesystem(sweep)
+    manifest = _export_manifest(fs, root, out)
     written, already, unfinished, notes = [], [], [], []
     for trial in _find_trials(fs, root):
         if trial.sweep == "train":
@@ -96,7 +105,23 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         written.append(target)
-    return Exported(written, already, unfinished, notes)
+    return Exported(written, already, unfinished, notes, manifest)
+
+
+def _export_manifest(fs: Any, root: str, out: Path) -> Path | None:
+    """Copy the sweep's manifest to `out/manifests/<sweep name>/` (replacing an older copy: a resumed sweep
+    rewrites its manifest, and the newest one says what the sweep asks for)."""
+    text = _read_text(fs, f"{root.rstrip('/')}/{MANIFEST_FILE}")
+    if text is None:
+        return None
+    try:
+        name = json.loads(text)["spec"]["name"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"the sweep's manifest {root.rstrip('/')}/{MANIFEST_FILE} is corrupt",
+                          "run `romi sweep <file> --resume` once to write it again, or move it away") from None
+    target = out / MANIFESTS_DIR / str(name) / MANIFEST_FILE
+    atomic_write_text(target, text)
+    return target
 
 
 def export_models(sweep: str, out: Path) -> Exported:

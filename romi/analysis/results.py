@@ -160,6 +160,10 @@ def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:
                          "not started", config)
 
 
+def _key(trial: _Trial, sweep: str) -> tuple[str, str, str, int]:
+    return sweep, trial.identity["task"], trial.identity["method"], trial.identity["seed"]
+
+
 def load_results(*paths: str) -> pd.DataFrame:
     """One row per evaluation of every trial under `paths` (sweep dirs, storage roots or run dirs).
 
@@ -172,9 +176,10 @@ def load_results(*paths: str) -> pd.DataFrame:
     for path in paths:
         fs, root = filesystem(str(path))
         found = list(_find_trials(fs, root))
-        seen = {(t.sweep, t.identity["task"], t.identity["method"], t.identity["seed"]) for t in found}
-        unstarted = [t for t in _manifest_trials(fs, root)
-                     if (t.sweep, t.identity["task"], t.identity["method"], t.identity["seed"]) not in seen]
+        # A manifest's trial is found when its sweep has it, or when it was exported (`romi export`
+        # keeps the manifest beside the exported run directories, which no longer know their sweep).
+        seen = {_key(t, t.sweep if t.sweep != "train" else "*") for t in found}
+        unstarted = [t for t in _manifest_trials(fs, root) if not {_key(t, t.sweep), _key(t, "*")} & seen]
         for trial in [*found, *unstarted]:
             overrides = trial.config.get("overrides") or {}
             flat_overrides = pd.json_normalize(overrides, sep=".").to_dict("records")[0] if overrides else {}

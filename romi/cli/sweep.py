@@ -162,6 +162,8 @@ def export(
                   f"{len(done.unfinished)} not finished")
     for line in done.unfinished:
         console.print(f"  [dim]{escape(line)}[/]")
+    if done.manifest is not None:
+        console.print(f"kept the sweep's manifest (the trials it asks for) in {escape(str(done.manifest))}")
     for line in done.notes:
         err_console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if models is not None:
