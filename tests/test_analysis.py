@@ -140,12 +140,14 @@ def test_complete_rows_bold_the_best_and_show_n(tmp_path: Path) -> None:
     assert not table.incomplete and "†" not in table.to_markdown()
     assert r"\textbf{125.0" in table.to_latex() and "<b>125.0" in table.to_html()
     assert table.to_markdown().startswith("Table 3. Ours:") and "'local refs'" in table.caption
+    assert "each trial's final score" in table.caption
 
 
 def test_a_run_off_the_papers_settings_gets_its_own_column(sweep: Path) -> None:
     _trial(sweep, "BCQ", 0, [100, 200, 300], 90.0, label="BCQ (rw)")
     shown = paper_table(load_results(str(sweep)), 3).display("plain")
     assert shown.loc[TASK, "BCQ (rw)"] == "85.0 (n=1)†"  # one seed: no spread to show
+    assert shown.loc[TASK, "BCQ (rw) [D4RL refs]"] == "90.0†"  # ... in either refs
     assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7 (n=3)†", "the uniform baseline's column is untouched"
     assert shown.loc[TASK, "Delta"] == "95.0†", "Delta compares with the paper's BCQ, not the variant"
 
@@ -163,6 +165,8 @@ def test_each_plot_writes_a_non_empty_image(sweep: Path, tmp_path: Path) -> None
     files = learning_curves(frame, tmp_path / "lc") + discrepancy_by_method(frame, tmp_path / "d")
     files += ours_vs_paper(paper_table(frame, 3), tmp_path / "bars")
     assert len(files) == 6 and all(f.stat().st_size > 1000 for f in files)
+    again = learning_curves(frame, tmp_path / "again" / "lc")
+    assert [f.read_bytes() for f in again] == [f.read_bytes() for f in files[:2]], "a redraw is byte for byte"
 
 
 def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_path: Path) -> None:
@@ -353,6 +357,8 @@ def test_the_mean_of_the_last_evaluations_is_what_the_table_shows(tmp_path: Path
     claims = _claims(_complete_sweep(tmp_path), last_k=2)
     # ROMI-BCQ seed 0: (120 * 2/3 - 5 + 115) / 2 = 95; seed 1: (140 * 2/3 - 5 + 135) / 2 = 111.7
     assert claims.loc["ROMI-BCQ scores above BCQ (local refs)", "ours"].startswith("103.3 ± 8.3 (n=2)")
+    assert "each trial's mean score over its last 2 evaluations" in paper_table(
+        load_results(str(tmp_path / "complete")), 3, last_k=2).caption
 
 
 def test_the_papers_baseline_columns_stand_in_for_our_baselines() -> None:

@@ -40,9 +40,11 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".svg"):
         target = path.with_suffix(suffix)
-        # Atomic: an interrupted report leaves the previous figure (or none), never half a file.
-        atomic_write_with(target, lambda handle, fmt=suffix[1:]: fig.savefig(handle, format=fmt, dpi=120,
-                                                                          bbox_inches="tight"))
+        # Atomic: an interrupted report leaves the previous figure (or none), never half a file. Reproducible:
+        # no date stamp and fixed SVG ids, so a committed report redrawn from the same results has no diff.
+        with plt.rc_context({"svg.hashsalt": "romi"}):
+            atomic_write_with(target, lambda handle, fmt=suffix[1:]: fig.savefig(
+                handle, format=fmt, dpi=120, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else {}))
         written.append(target)
     plt.close(fig)
     return written

@@ -47,12 +47,13 @@ FOOTNOTE = (f"{INCOMPLETE} incomplete: fewer seeds than the sweep asks for, or a
             "profile's last step (n = seeds with a score); incomplete rows have no best in bold")
 
 
-def _cell(mean: float, std: float, bold: bool, style: str, n: float | None = None, incomplete: bool = False) -> str:
+def _cell(mean: float, std: float, bold: bool, style: str, n: float | None = None, incomplete: bool = False,
+          show_n: bool = True) -> str:
     if np.isnan(mean):
         return "—" + (INCOMPLETE if incomplete else "")
     # One seed has no spread: "± 0.0" would read as a perfectly repeatable result.
     text = f"{mean:.1f} ± {std:.1f}" if not np.isnan(std) and (n is None or n > 1) else f"{mean:.1f}"
-    if n is not None:
+    if n is not None and show_n:
         text += f" (n={int(n)})"
     if incomplete:
         return text + INCOMPLETE
@@ -72,6 +73,8 @@ class PaperTable:
     missing: pd.DataFrame
     """Expected trials (task, method, seed) with no evaluation yet, or failed."""
     labels: tuple[str, ...] = ()
+    last_k: int = 1
+    """Each trial's score is its final evaluation's (1) or the mean of its last `last_k` evaluations."""
     """Our columns: each method of the table under the labels its runs carry."""
 
     @property
@@ -82,7 +85,8 @@ class PaperTable:
     @property
     def caption(self) -> str:
         """What the numbers are, in one paragraph (printed above every rendering of the table)."""
-        text = (f"Table {self.table}. Ours: mean ± std over seeds of each trial's score "
+        which = "final score" if self.last_k == 1 else f"mean score over its last {self.last_k} evaluations"
+        text = (f"Table {self.table}. Ours: mean ± std over seeds of each trial's {which} "
                 "(normalised 100 * (R - random) / (expert - random)); 'normalised with' names the refs: ")
         if self.any_local:
             text += ("'local refs' = the home-made dataset's own random / expert returns on our D4RL-protocol "
@@ -106,7 +110,8 @@ class PaperTable:
             if self.any_local:
                 for m in self.labels:
                     out[f"{m} [D4RL refs]"] = _cell(row[("ours_d4rl", m, "mean")], row[("ours_d4rl", m, "std")],
-                                                    False, style, incomplete=incomplete[m])
+                                                    False, style, n=row[("ours_d4rl", m, "n")],
+                                                    incomplete=incomplete[m], show_n=False)
             if self.table in DELTA:
                 delta = row[("ours", "Delta", "mean")]
                 partial = INCOMPLETE if any(incomplete.get(m, True) for m in DELTA[self.table]) else ""
@@ -219,4 +224,4 @@ def paper_table(results: pd.DataFrame, table: int, *, last_k: int = 1, rows: str
                                   method=pd.Categorical(unfinished["method"], ours))
         missing_frame = (order.sort_values(["task", "method"], kind="stable")[missing_columns]
                          .astype({"task": str, "method": str}).reset_index(drop=True))
-    return PaperTable(table, numbers, missing_frame, labels)
+    return PaperTable(table, numbers, missing_frame, labels, last_k)
