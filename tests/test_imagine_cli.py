@@ -29,3 +29,14 @@ def test_imagine_refuses_a_task_without_a_maze2d_map(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["imagine", "hopper-random", "--out", str(tmp_path / "fig")])
     assert result.exit_code == 2 and "maze2d" in result.output
     assert not (tmp_path / "fig").exists()
+
+
+def test_imagine_measures_what_the_buffers_hold(umaze_dataset: str, tmp_path: Path) -> None:
+    args = ["imagine", umaze_dataset, "--artifacts", str(tmp_path / "artifacts"), "--out", str(tmp_path / "fig"),
+            *SMALL]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "fig" / f"imagined_{umaze_dataset}.md").read_text()
+    assert table.startswith(f"What the model buffers hold, {umaze_dataset}, seed 0")
+    assert all(f"| {row}" in table for row in ("dataset", "reverse imagination", "forward imagination"))
+    assert "reverse imagination" in result.output

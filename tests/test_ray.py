@@ -150,7 +150,8 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
 
     report = make_report(str(tmp_path / "tiny"), out=tmp_path / "report")
     names = {f.name for f in report.files}
-    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png", "table3.md"} <= names
+    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png", "table3.md",
+            "claims.md", "imagined_maze2d-umaze-sparse.md"} <= names
     assert all(f.stat().st_size > 0 for f in report.files)
 
     # Exported, the trials keep their policies' Figure 3 episodes (the same as from the checkpoint), so
@@ -172,8 +173,10 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
             np.testing.assert_array_equal(a, b)
     rebuilt = make_report(str(tmp_path / "kept" / "trials"), out=tmp_path / "rebuilt",
                           models=tmp_path / "kept" / "models")
-    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png"} <= {
-        f.name for f in rebuilt.files}
+    assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png",
+            "imagined_maze2d-umaze-sparse.csv"} <= {f.name for f in rebuilt.files}
+    assert (tmp_path / "rebuilt" / "imagined_maze2d-umaze-sparse.csv").read_text() == (
+        tmp_path / "report" / "imagined_maze2d-umaze-sparse.csv").read_text(), "the same models, the same numbers"
 
     before = {t.name: (t / "result.json").read_text() for t in trials}
     lines.clear()

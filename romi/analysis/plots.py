@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from romi.analysis.imagined import in_walls
 from romi.analysis.policy_episodes import PolicyEpisodes, run_policy_episodes
 from romi.analysis.results import latest_run_state
 from romi.analysis.tables import PaperTable
 from romi.config import DynamicsConfig
 from romi.data.minari_io import load_transitions, resolve_dataset_id
-from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map, xy_to_cell
+from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map
 from romi.imagination.build import TRAINING_RECIPE
 from romi.imagination.rollout import generate_rollouts
 from romi.io import atomic_write_with
@@ -129,7 +130,7 @@ def discrepancy_by_method(results: pd.DataFrame, out: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
+def load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
     """The sweep's dynamics model of this data, direction and seed (found by its identity's fields, so
     models an earlier training recipe made -- a long run pinned to an older commit -- are found too;
     the current recipe's is preferred), or None."""
@@ -166,7 +167,7 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     plotted = False
     for direction, colour in (("reverse", "tab:red"), ("forward", "tab:blue")):
-        model = _load_dynamics(artifacts, dataset_id, direction, seed)
+        model = load_dynamics(artifacts, dataset_id, direction, seed)
         if model is None:
             continue
         errors = []
@@ -234,13 +235,8 @@ def _draw_imagination(ax: plt.Axes, task: Any, model: Any, policy: Any, anchors:
     ax.scatter(anchors[:, 0], anchors[:, 1], s=12, color="black", zorder=3,
                label="dataset states (rollouts end here)" if direction == "reverse" else "dataset start states")
     ax.legend(fontsize=7, loc="lower right")
-    grid = maze_map(task.env_id)
     imagined = (rollouts.observations if direction == "reverse" else rollouts.next_observations).numpy()
-    inside = []
-    for xy in imagined[:, :2]:
-        row, col = xy_to_cell(task, xy)
-        inside.append(not (0 <= row < len(grid) and 0 <= col < len(grid[0])) or grid[row][col] == 1)
-    return float(np.mean(inside)) if inside else 0.0
+    return float(in_walls(task, imagined[:, :2]).mean()) if len(imagined) else 0.0
 
 
 def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], out: Path, *, seed: int = 0,
@@ -306,7 +302,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     generator = torch.Generator().manual_seed(seed)
     anchors = data.anchor_states[rng.choice(len(data), starts, replace=False)]
     for ax, direction in ((axes.flat[1], "reverse"), (axes.flat[2], "forward")):
-        model = _load_dynamics(artifacts, dataset_id, direction, seed)
+        model = load_dynamics(artifacts, dataset_id, direction, seed)
         if model is None:
             ax.text(0, 0, f"no {direction} model in this sweep", ha="center")
             continue

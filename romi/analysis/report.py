@@ -10,6 +10,7 @@ import pandas as pd
 
 from romi.analysis import plots
 from romi.analysis.claims import check_claims, claims_markdown
+from romi.analysis.imagined import write_buffer_content
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
@@ -124,6 +125,8 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
                 report.files += plots.model_accuracy_by_horizon(
                     artifacts, resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
                 )
+                log(f"measuring what the model buffers hold for {task}, seed {seed}")
+                report.files += write_buffer_content(artifacts, task, seed, out / f"imagined_{suffix}")
             except (DatasetMissingError, FileNotFoundError) as err:
                 report.skipped.append(f"figure 3 and model accuracy for {task} ({sweep}): {err}")
     return report

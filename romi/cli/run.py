@@ -80,11 +80,13 @@ def imagine(
     from rich.progress import Progress
 
     from romi.analysis import plots
+    from romi.analysis.imagined import ANCHORS, buffer_content, buffer_content_markdown
     from romi.artifacts import ArtifactStore
     from romi.config import build_run_config, parse_overrides
     from romi.data.minari_io import load_dataset
     from romi.envs import make_eval_env
     from romi.imagination import build
+    from romi.io import atomic_write_text
     from romi.progress import BarReporter
 
     overrides = parse_overrides(set_ or [])
@@ -114,6 +116,12 @@ def imagine(
     files = plots.imagination(spec.name, data, models, out / f"imagination_{spec.name}", seed=seed,
                               horizon=configs["reverse"].imagination.horizon or 5)
     files += plots.model_accuracy_by_horizon(artifacts, dataset_id, seed, out / f"model_accuracy_{spec.name}")
+    horizon = configs["reverse"].imagination.horizon or spec.paper.horizon
+    content = buffer_content(spec, data, models, horizon=horizon, seed=seed)
+    table = buffer_content_markdown(spec, content, anchors=ANCHORS, horizon=horizon, seed=seed)
+    atomic_write_text(out / f"imagined_{spec.name}.md", table + "\n")
+    files.append(out / f"imagined_{spec.name}.md")
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
     for path in files:
         console.print(f"wrote {path}")
     console.print("Look for: red reverse rollouts end on dataset states (black dots) inside the data; blue "

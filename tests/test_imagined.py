@@ -1,0 +1,76 @@
+"""What a maze2d model buffer holds (`romi.analysis.imagined`), against the maze's own map and reward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from romi.analysis.imagined import buffer_content, in_walls, nearest_distance
+from romi.data.transitions import Transitions
+from romi.envs import cell_to_xy, free_cells, goal_xy, maze_map
+from romi.tasks import get_task
+
+TASK = get_task("maze2d-umaze-sparse")
+
+
+def test_in_walls_follows_the_maze_map() -> None:
+    grid = maze_map(TASK.env_id)
+    walls = [(r, c) for r, row in enumerate(grid) for c, cell in enumerate(row) if cell == 1]
+    free = free_cells(TASK)
+    assert not in_walls(TASK, np.stack([cell_to_xy(TASK, cell) for cell in free])).any()
+    assert in_walls(TASK, np.stack([cell_to_xy(TASK, cell) for cell in walls])).all()
+    assert in_walls(TASK, np.array([[100.0, 100.0]])).all(), "off the map is no place for the ball either"
+
+
+def test_nearest_distance_is_the_distance_to_the_closest_reference_row() -> None:
+    reference = np.array([[0.0, 0.0], [3.0, 4.0]])
+    assert nearest_distance(np.array([[3.0, 0.0], [3.0, 5.0]]), reference, chunk=1) == pytest.approx([3.0, 1.0])
+
+
+class _Echo:
+    """A 'model' that moves every state by a fixed step and pays the sparse reward of where it lands: its
+    invented states are known exactly, so each measure can be checked by hand."""
+
+    def __init__(self, direction: str, shift: float) -> None:
+        self.direction, self.shift = direction, shift
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor, generator=None):
+        moved = states.clone()
+        moved[:, 0] += self.shift
+        return moved, torch.ones(len(states))  # always says "goal"
+
+
+class _Still:
+    def sample(self, states: torch.Tensor, generator=None) -> torch.Tensor:
+        return torch.zeros(len(states), 2)
+
+
+def _data_at_the_goal(n: int = 200) -> Transitions:
+    goal = goal_xy(TASK)
+    obs = np.zeros((n, 4), dtype=np.float32)
+    obs[:, :2] = goal + np.random.default_rng(0).uniform(-0.1, 0.1, size=(n, 2))
+    rewards = np.ones(n, dtype=np.float32)
+    return Transitions(observations=obs, actions=np.zeros((n, 2), np.float32), rewards=rewards,
+                       next_observations=obs.copy(), terminals=np.zeros(n, bool),
+                       timeouts=np.zeros(n, bool), episode_ids=np.arange(n), returns=rewards.copy())
+
+
+def test_buffer_content_measures_walls_distance_goal_and_reward_error() -> None:
+    data = _data_at_the_goal()
+    # a model that jumps 10 (off the map) in one step vs one that does not move at all
+    models = {"forward": (_Echo("forward", 10.0), _Still()), "reverse": (_Echo("reverse", 0.0), _Still())}
+    table = buffer_content(TASK, data, models, anchors=50, horizon=1, reference_size=200).set_index("source")
+    assert table.loc["dataset", "at the goal (true) %"] == 100 and table.loc["dataset", "reward error"] == 0
+    jumped = table.loc["forward imagination"]
+    assert jumped["transitions"] == 50 and jumped["in walls %"] == 100
+    assert jumped["off the data (median)"] > 9 and jumped["at the goal (true) %"] == 0
+    assert jumped["rewarded (model) %"] == 100 and jumped["reward error"] == pytest.approx(1.0)
+    stayed = table.loc["reverse imagination"]
+    assert stayed["in walls %"] == 0 and stayed["off the data (median)"] == pytest.approx(0.0, abs=1e-6)
+    assert stayed["at the goal (true) %"] == 100 and stayed["reward error"] == pytest.approx(0.0)
+
+
+def test_buffer_content_is_for_maze2d_only() -> None:
+    with pytest.raises(ValueError, match="maze2d"):
+        buffer_content(get_task("hopper-random"), _data_at_the_goal(), {})
