@@ -37,6 +37,6 @@ def test_imagine_measures_what_the_buffers_hold(umaze_dataset: str, tmp_path: Pa
     result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     table = (tmp_path / "fig" / f"imagined_{umaze_dataset}.md").read_text()
-    assert table.startswith(f"What the model buffers hold, {umaze_dataset}, seed 0")
+    assert table.startswith(f"What the model buffers hold, {umaze_dataset}, models of seed 0:")
     assert all(f"| {row}" in table for row in ("dataset", "reverse imagination", "forward imagination"))
     assert "reverse imagination" in result.output

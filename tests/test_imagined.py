@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -74,3 +75,22 @@ def test_buffer_content_measures_walls_distance_goal_and_reward_error() -> None:
 def test_buffer_content_is_for_maze2d_only() -> None:
     with pytest.raises(ValueError, match="maze2d"):
         buffer_content(get_task("hopper-random"), _data_at_the_goal(), {})
+
+
+def test_the_report_table_has_the_dataset_once_then_each_direction_seed_by_seed(tmp_path, monkeypatch) -> None:
+    from romi.analysis import plots
+    from romi.analysis.imagined import write_buffer_content
+    from romi.data import minari_io
+
+    monkeypatch.setattr(minari_io, "resolve_dataset_id", lambda task: task.local_id)
+    monkeypatch.setattr(minari_io, "load_transitions", lambda dataset_id: _data_at_the_goal())
+    monkeypatch.setattr(plots, "load_dynamics", lambda artifacts, dataset_id, direction, seed:
+                        None if seed == 1 else _Echo(direction, 10.0 if direction == "forward" else 0.0))
+    files = write_buffer_content(tmp_path, TASK.name, [2, 0, 1], tmp_path / "imagined", anchors=20)
+    table = pd.read_csv(files[1])
+    assert list(zip(table["source"], table["seed"], strict=True)) == [
+        ("dataset", 0), ("reverse imagination", 0), ("reverse imagination", 2), ("forward imagination", 0),
+        ("forward imagination", 2)], "seed 1 has no models: no rows"
+    assert (table[table["source"] == "forward imagination"]["in walls %"] == 100).all()
+    assert files[0].read_text().startswith(f"What the model buffers hold, {TASK.name}, models of seed 0, 2:")
+    assert write_buffer_content(tmp_path, TASK.name, [1], tmp_path / "none") == []

@@ -19,6 +19,7 @@ A `dataset` row gives the same measures for the real transitions. Only maze2d ha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,21 +101,23 @@ def buffer_content(task: TaskSpec, data: Transitions, models: dict[str, tuple[An
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def buffer_content_markdown(task: TaskSpec, table: pd.DataFrame, *, anchors: int, horizon: int, seed: int) -> str:
-    caption = (f"What the model buffers hold, {task.name}, seed {seed}: {anchors} dataset anchors, {horizon}-step "
-               "rollouts as the buffer makes them (romi.analysis.imagined). in walls: invented states inside a "
-               "wall or off the map; off the data: median distance from an invented state to the nearest of "
-               "50k dataset states (full state); at the goal (true): transitions whose s' is within the goal "
-               "radius (real sparse reward 1); rewarded (model): the model's reward >= 0.5; reward error: mean "
-               f"|model reward - the maze's {task.reward_type} reward at s'|. The dataset row measures real "
-               "transitions the same way.")
+def buffer_content_markdown(task: TaskSpec, table: pd.DataFrame, *, anchors: int, horizon: int) -> str:
+    seeds = ", ".join(str(seed) for seed in sorted(set(table["seed"])))
+    caption = (f"What the model buffers hold, {task.name}, models of seed {seeds}: {anchors} dataset anchors, "
+               f"{horizon}-step rollouts as the buffer makes them (romi.analysis.imagined). in walls: invented "
+               "states inside a wall or off the map; off the data: median distance from an invented state to the "
+               "nearest of 50k dataset states (full state); at the goal (true): transitions whose s' is within "
+               "the goal radius (real sparse reward 1); rewarded (model): the model's reward >= 0.5; reward "
+               f"error: mean |model reward - the maze's {task.reward_type} reward at s'|. The dataset row "
+               "measures real transitions the same way.")
     return f"{caption}\n\n{table.to_markdown(index=False, floatfmt='.3g')}"
 
 
-def write_buffer_content(artifacts: Path, task_name: str, seed: int, out: Path, *,
+def write_buffer_content(artifacts: Path, task_name: str, seeds: Iterable[int], out: Path, *,
                          anchors: int = ANCHORS) -> list[Path]:
-    """`out`.md and `out`.csv: `buffer_content` of the models of `seed` in `artifacts` (the directions
-    there are; none: nothing written), with the paper's rollout policy for maze2d (uniform) and horizon."""
+    """`out`.md and `out`.csv: `buffer_content` of each seed's models in `artifacts` (the directions there
+    are; none at all: nothing written), with the paper's rollout policy for maze2d (uniform) and horizon.
+    Rows: the dataset once, then each direction seed by seed."""
     from romi.analysis.plots import load_dynamics
     from romi.data.minari_io import load_transitions, resolve_dataset_id
     from romi.tasks import get_task
@@ -123,14 +126,21 @@ def write_buffer_content(artifacts: Path, task_name: str, seed: int, out: Path, 
     dataset_id = resolve_dataset_id(task)
     data = load_transitions(dataset_id)
     policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
-    models = {d: (m, policy) for d in ("reverse", "forward")
-              if (m := load_dynamics(artifacts, dataset_id, d, seed)) is not None}
-    if not models:
+    tables = []
+    for seed in sorted(seeds):
+        models = {d: (m, policy) for d in ("reverse", "forward")
+                  if (m := load_dynamics(artifacts, dataset_id, d, seed)) is not None}
+        if models:
+            table = buffer_content(task, data, models, anchors=anchors, horizon=task.paper.horizon, seed=seed)
+            tables.append(table.assign(seed=seed)[["seed", *COLUMNS]])
+    if not tables:
         return []
-    horizon = task.paper.horizon
-    table = buffer_content(task, data, models, anchors=anchors, horizon=horizon, seed=seed)
+    rows = pd.concat(tables, ignore_index=True)
+    rows = rows[(rows["source"] != "dataset") | (rows["seed"] == rows["seed"].min())]  # the data once
+    order = pd.Categorical(rows["source"], ["dataset", "reverse imagination", "forward imagination"])
+    table = rows.assign(order=order).sort_values(["order", "seed"], kind="stable").drop(columns="order")
     markdown, csv = out.with_suffix(".md"), out.with_suffix(".csv")
-    atomic_write_text(markdown, buffer_content_markdown(task, table, anchors=anchors, horizon=horizon, seed=seed)
+    atomic_write_text(markdown, buffer_content_markdown(task, table, anchors=anchors, horizon=task.paper.horizon)
                       + "\n")
     atomic_write_text(csv, table.to_csv(index=False))
     return [markdown, csv]

@@ -125,8 +125,9 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
                 report.files += plots.model_accuracy_by_horizon(
                     artifacts, resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
                 )
-                log(f"measuring what the model buffers hold for {task}, seed {seed}")
-                report.files += write_buffer_content(artifacts, task, seed, out / f"imagined_{suffix}")
+                log(f"measuring what the model buffers hold for {task}, every seed's models")
+                seeds = sorted(set(of_sweep[of_sweep["task"] == task]["seed"]))
+                report.files += write_buffer_content(artifacts, task, seeds, out / f"imagined_{suffix}")
             except (DatasetMissingError, FileNotFoundError) as err:
                 report.skipped.append(f"figure 3 and model accuracy for {task} ({sweep}): {err}")
     return report

@@ -80,7 +80,7 @@ def imagine(
     from rich.progress import Progress
 
     from romi.analysis import plots
-    from romi.analysis.imagined import ANCHORS, buffer_content, buffer_content_markdown
+    from romi.analysis.imagined import ANCHORS, COLUMNS, buffer_content, buffer_content_markdown
     from romi.artifacts import ArtifactStore
     from romi.config import build_run_config, parse_overrides
     from romi.data.minari_io import load_dataset
@@ -117,8 +117,8 @@ def imagine(
                               horizon=configs["reverse"].imagination.horizon or 5)
     files += plots.model_accuracy_by_horizon(artifacts, dataset_id, seed, out / f"model_accuracy_{spec.name}")
     horizon = configs["reverse"].imagination.horizon or spec.paper.horizon
-    content = buffer_content(spec, data, models, horizon=horizon, seed=seed)
-    table = buffer_content_markdown(spec, content, anchors=ANCHORS, horizon=horizon, seed=seed)
+    content = buffer_content(spec, data, models, horizon=horizon, seed=seed).assign(seed=seed)[["seed", *COLUMNS]]
+    table = buffer_content_markdown(spec, content, anchors=ANCHORS, horizon=horizon)
     atomic_write_text(out / f"imagined_{spec.name}.md", table + "\n")
     files.append(out / f"imagined_{spec.name}.md")
     console.print(table, markup=False, highlight=False, soft_wrap=True)
