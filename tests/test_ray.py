@@ -120,6 +120,19 @@ def _result_lines(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
+def test_a_plan_only_sweep_prints_the_plan_and_writes_nothing(ray_cluster, tiny_sweep_file, tmp_path) -> None:
+    from romi.tune.spec import load_sweep
+    from romi.tune.sweep import run_sweep
+
+    lines: list[str] = []
+    assert run_sweep(load_sweep(tiny_sweep_file), str(tmp_path / "storage"), address="auto", plan_only=True,
+                     log=lines.append) == []
+    plan = next(line for line in lines if line.startswith("plan: "))
+    assert plan.startswith("plan: 2 trials, 200 gradient steps, ") and "1 models to train" in plan
+    assert not any(line.startswith("sweep: ") for line in lines), "no trial ran"
+    assert not (tmp_path / "storage").exists(), "no manifest, no experiment directory"
+
+
 def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_sweep_file, tmp_path) -> None:
     from romi.analysis.results import load_results
     from romi.tune.spec import load_sweep

@@ -18,6 +18,7 @@ TUNE_CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
 @pytest.mark.parametrize(("name", "table", "methods"), [
     ("quick", 3, {"ROMI-BCQ", "FOMI-BCQ", "BCQ"}),
     ("reduced", 3, {"ROMI-BCQ", "FOMI-BCQ", "BCQ"}),
+    ("reduced-dense", 3, {"ROMI-BCQ", "FOMI-BCQ", "BCQ"}),
     ("table1", 1, {"ROMI-BCQ", "BCQ"}),
     ("table2", 2, {"ROMI-CQL", "CQL"}),
     ("table3", 3, {"ROMI-BCQ", "FOMI-BCQ", "BCQ"}),
@@ -29,7 +30,7 @@ def test_every_shipped_sweep_file_validates(name: str, table: int, methods: set[
     configs = spec.trial_configs()
     assert len(configs) == len(spec.tasks) * len(spec.methods) * 3
     assert load_sweep(TUNE_CONFIGS / f"{name}.yaml", profile="quick").profile == "quick"
-    if name == "reduced":  # the paper's settings but the budget: 100k steps, 4M buffer, 5k-step evaluations
+    if name.startswith("reduced"):  # the paper's settings but the budget: 100k steps, 4M buffer, 5k-step evaluations
         paper = build_run_config(spec.tasks[0], "ROMI-BCQ", 0, "paper")
         reduced = next(c for c in configs if c.method == "ROMI-BCQ")
         assert reduced.gradient_steps == 100_000 and paper.gradient_steps == 1_000_000

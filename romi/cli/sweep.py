@@ -39,6 +39,9 @@ def sweep(
         Path | None, typer.Option(help="Trials kept by `romi export --out DIR`: those finished there (same config) "
                                        "are not run again, e.g. on a new machine whose storage starts empty.")
     ] = None,
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print the plan (trials, steps, speed measured here, expected duration; with --resume, of "
+                       "the work left) and exit: nothing runs, nothing is written.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the sweeps shipped with romi and exit.")] = False,
 ) -> None:
     """Run a paper table (or any sweep file) as a Ray Tune experiment."""
@@ -69,8 +72,10 @@ def sweep(
         console.print("nothing to run: every trial of the sweep is excluded or already finished")
         return
     grid = run_sweep(spec, storage, address=address, resume=resume, overwrite=overwrite,
-                     max_concurrent=max_concurrent, num_cpus=num_cpus,
+                     max_concurrent=max_concurrent, num_cpus=num_cpus, plan_only=plan,
                      log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
+    if plan:
+        return
     table = Table(title=f"{spec.name}: final normalised score per trial")
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)

@@ -153,11 +153,13 @@ def trial_cells(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str | None = None,
               resume: bool = False, overwrite: bool = False, max_concurrent: int | None = None,
-              num_cpus: int | None = None, log: Callable[[str], None] = print) -> Any:
+              num_cpus: int | None = None, plan_only: bool = False, log: Callable[[str], None] = print) -> Any:
     """Preflight, start (or attach to) Ray, run the sweep; returns Tune's `ResultGrid`.
 
     Nothing is written and no trial starts until every check of `romi.tune.preflight` has passed. A spec
-    whose every trial is excluded runs nothing (an empty list).
+    whose every trial is excluded runs nothing (an empty list). `plan_only`: log the plan (trials, steps,
+    measured speed on this cluster, expected duration; with `resume`, of the work left) and return an
+    empty list, having written nothing to the storage.
     """
     if not spec.trial_configs():
         log(f"sweep {spec.name}: nothing to run (every trial is excluded: {', '.join(spec.exclude)})")
@@ -166,13 +168,16 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
                                       overwrite=overwrite, log=log)
     init_ray(address, num_cpus)
     spec = preflight.check_resources(spec, preflight.cluster_resources(), local=address is None, log=log)
-    check_cluster(spec, absolute(storage))  # every node sees the storage and has the data, before any trial
-    if overwrite:
-        _start_over(experiment)
-    write_manifest(spec, experiment)
+    if not plan_only:
+        check_cluster(spec, absolute(storage))  # every node sees the storage and has the data, before any trial
+        if overwrite:
+            _start_over(experiment)
+        write_manifest(spec, experiment)
     plan = make_plan(spec, experiment, total_cpus=preflight.cluster_resources().total_cpu,
-                     max_concurrent=max_concurrent, resume=resume, log=log)
+                     max_concurrent=max_concurrent, resume=resume and not overwrite, log=log)
     log(plan.describe())
+    if plan_only:
+        return []
     tuner = build_tuner(spec, storage, resume=resume, max_concurrent=max_concurrent, plan=plan, log=log)
     return tuner.fit()
 
