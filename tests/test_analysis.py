@@ -353,6 +353,15 @@ def test_missing_seeds_mark_the_verdict_incomplete_and_variants_do_not_count(tmp
     assert row["ours"].endswith("vs 40.0 ± 5.0 (n=2)"), "the (rw) variant is not the paper's BCQ"
 
 
+def test_a_method_run_only_off_the_papers_settings_is_not_run_for_the_claims(tmp_path: Path) -> None:
+    root = tmp_path / "variant"
+    for seed in (0, 1):
+        _trial(root, "ROMI-BCQ", seed, [100, 200, 300], FINAL[("ROMI-BCQ", seed)])
+        _trial(root, "BCQ", seed, [100, 200, 300], FINAL[("BCQ", seed)], label="BCQ (rw)")
+    row = _claims(root).loc["ROMI-BCQ scores above BCQ (local refs)"]
+    assert row["verdict"] == "not run" and row["seed pairs"] == "—"
+
+
 def test_the_mean_of_the_last_evaluations_is_what_the_table_shows(tmp_path: Path) -> None:
     claims = _claims(_complete_sweep(tmp_path), last_k=2)
     # ROMI-BCQ seed 0: (120 * 2/3 - 5 + 115) / 2 = 95; seed 1: (140 * 2/3 - 5 + 135) / 2 = 111.7

@@ -95,7 +95,9 @@ def check_claims(results: pd.DataFrame, tables: dict[int, PaperTable], last_k: i
         return rows[column].dropna().to_numpy(dtype=float)
 
     def complete(table: PaperTable, task: str, *methods: str) -> bool:
-        return all(bool(table.numbers.loc[task, ("ours", m, "complete")]) for m in methods)
+        # (a method that ran only off the paper's settings, e.g. as `BCQ (rw)`, has no column of its own)
+        return all(("ours", m, "complete") in table.numbers and bool(table.numbers.loc[task, ("ours", m, "complete")])
+                   for m in methods)
 
     rows: list[dict[str, str]] = []
     seen: set[tuple[str, str, str]] = set()
