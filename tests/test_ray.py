@@ -190,6 +190,18 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
             "imagined_maze2d-umaze-sparse.csv"} <= {f.name for f in rebuilt.files}
     assert (tmp_path / "rebuilt" / "imagined_maze2d-umaze-sparse.csv").read_text() == (
         tmp_path / "report" / "imagined_maze2d-umaze-sparse.csv").read_text(), "the same models, the same numbers"
+    # A second finished seed (here: seed 0's exports relabelled) gets its own Figure 3.
+    import shutil
+
+    for trial in trials:
+        twin = tmp_path / "kept" / "trials" / trial.name.replace("seed0", "seed1")
+        shutil.copytree(tmp_path / "kept" / "trials" / trial.name, twin)
+        config = json.loads((twin / "config.json").read_text())
+        (twin / "config.json").write_text(json.dumps({**config, "seed": 1}))
+    two_seeds = make_report(str(tmp_path / "kept" / "trials"), out=tmp_path / "two",
+                            models=tmp_path / "kept" / "models")
+    assert {"figure3_maze2d-umaze-sparse.png", "figure3_maze2d-umaze-sparse_seed1.png"} <= {
+        f.name for f in two_seeds.files}
 
     before = {t.name: (t / "result.json").read_text() for t in trials}
     lines.clear()

@@ -114,19 +114,24 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
             if not maze:
                 continue
             task = maze[0]
-            seed = int(of_sweep[of_sweep["task"] == task]["seed"].min())  # the first seed the sweep ran
+            of_task = of_sweep[of_sweep["task"] == task]
+            seeds = sorted(set(of_task["seed"]))
+            seed = seeds[0]  # the first seed the sweep ran
+            # Figure 3 for every seed with a finished trial (the first seed's keeps the plain file name)
+            finished = sorted(set(of_task[of_task["status"] == "finished"]["seed"]) | {seed})
             suffix = f"{task}_{sweep_dir.name}" if len(sweeps) > 1 else task
             # Results pulled from a cluster often come without the dataset (or with part of the
             # artifacts): the tables are still the report; these figures are skipped, with a warning.
-            log(f"drawing figure 3 (imagined rollouts) and the model accuracy by horizon for {task}, seed {seed}")
+            log(f"drawing figure 3 (imagined rollouts, trained policies) for {task}, seed "
+                f"{', '.join(map(str, finished))}, and the model accuracy by horizon for seed {seed}")
             try:
-                report.files += plots.figure3(sweep_dir, task, out / f"figure3_{suffix}", seed=seed,
-                                              artifacts=artifacts)
+                for each in finished:
+                    name = f"figure3_{suffix}" if each == seed else f"figure3_{suffix}_seed{each}"
+                    report.files += plots.figure3(sweep_dir, task, out / name, seed=each, artifacts=artifacts)
                 report.files += plots.model_accuracy_by_horizon(
                     artifacts, resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
                 )
                 log(f"measuring what the model buffers hold for {task}, every seed's models")
-                seeds = sorted(set(of_sweep[of_sweep["task"] == task]["seed"]))
                 report.files += write_buffer_content(artifacts, task, seeds, out / f"imagined_{suffix}")
             except (DatasetMissingError, FileNotFoundError) as err:
                 report.skipped.append(f"figure 3 and model accuracy for {task} ({sweep}): {err}")
