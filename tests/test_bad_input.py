@@ -326,3 +326,13 @@ def _foreign_export(root: Path) -> Path:
     (folder / "config.json").write_text(config.to_json())
     (folder / "summary.json").write_text(json.dumps({"steps": 100_000}))
     return root / "kept"
+
+
+def test_export_of_a_sweep_with_a_corrupt_manifest_is_refused_and_writes_nothing(scratch: Path) -> None:
+    sweep = scratch / "sweep"
+    sweep.mkdir()
+    (sweep / "romi_sweep.json").write_text('{"spec": ')  # cut short
+    out = scratch / "kept"
+    refused(["export", str(sweep), "--out", str(out)], "manifest", "is corrupt", "move it away",
+            roots=(scratch,))
+    assert not out.exists()

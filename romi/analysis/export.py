@@ -118,7 +118,8 @@ def _export_manifest(fs: Any, root: str, out: Path) -> Path | None:
         name = json.loads(text)["spec"]["name"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ConfigError(f"the sweep's manifest {root.rstrip('/')}/{MANIFEST_FILE} is corrupt",
-                          "run `romi sweep <file> --resume` once to write it again, or move it away") from None
+                          "move it away and export again (a report then cannot tell which trials are missing); "
+                          "the sweep's next `romi sweep ... --resume` writes it anew") from None
     target = out / MANIFESTS_DIR / str(name) / MANIFEST_FILE
     atomic_write_text(target, text)
     return target
