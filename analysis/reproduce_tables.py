@@ -67,7 +67,7 @@ for table, built in tables.items():
 # in how many (seed, seed) pairs, and a verdict (holds / leans / reversed).
 
 # %%
-claims = check_claims(results, tables)
+claims = check_claims(trials, tables)
 display(Markdown(claims_markdown(claims)))
 
 # %% [markdown]

@@ -311,7 +311,8 @@ def test_export_models_copies_finished_models_that_a_store_then_reuses(tmp_path:
 
 def _claims(root: Path, last_k: int = 1):
     results = load_results(str(root))
-    return check_claims(results, {3: paper_table(results, 3, last_k=last_k)}, last_k=last_k).set_index("claim")
+    return check_claims(summarize_trials(results, last_k=last_k),
+                        {3: paper_table(results, 3, last_k=last_k)}).set_index("claim")
 
 
 def test_every_ordering_of_table_3_and_figure_3j_is_checked(tmp_path: Path) -> None:
@@ -421,7 +422,7 @@ def test_a_report_on_exports_alone_still_knows_which_trials_are_missing(tmp_path
     assert len(status) == 9 and (status == "finished").sum() == 3, "each trial once: exported or asked for"
     table = paper_table(results, 3)
     assert table.incomplete and table.display("plain").loc[TASK, "ROMI-BCQ"] == "115.0 (n=1)†"
-    claims = check_claims(results, {3: table})
+    claims = check_claims(summarize_trials(results), {3: table})
     assert claims["verdict"].str.endswith("(incomplete)").all()
     # exporting again (the sweep went on) keeps the newest manifest and rewrites no trial
     again = CliRunner().invoke(app, ["export", str(root), "--out", str(out)])

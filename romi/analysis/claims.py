@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from romi.analysis.results import summarize_trials
 from romi.analysis.tables import OUR_METHODS, PAPER_COLUMNS, PaperTable, paper_numbers
 
 MAZES = ("maze2d", "antmaze")
@@ -83,9 +82,9 @@ def _paper_value(table: int, task: str, method: str) -> float | None:
     return float(baseline["mean"].iloc[0]) if len(baseline) else None
 
 
-def check_claims(results: pd.DataFrame, tables: dict[int, PaperTable], last_k: int = 1) -> pd.DataFrame:
-    """One row per ordering the paper states and we ran both sides of: see the module docstring."""
-    summary = summarize_trials(results, last_k=last_k)
+def check_claims(summary: pd.DataFrame, tables: dict[int, PaperTable]) -> pd.DataFrame:
+    """One row per ordering the paper states and we ran both sides of: see the module docstring.
+    `summary`: `summarize_trials`'s, with the same `last_k` as `tables`."""
     if summary.empty:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     paper_settings = summary[summary["method_label"] == summary["method"]]
