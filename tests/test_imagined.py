@@ -94,3 +94,39 @@ def test_the_report_table_has_the_dataset_once_then_each_direction_seed_by_seed(
     assert (table[table["source"] == "forward imagination"]["in walls %"] == 100).all()
     assert files[0].read_text().startswith(f"What the model buffers hold, {TASK.name}, models of seed 0, 2:")
     assert write_buffer_content(tmp_path, TASK.name, [1], tmp_path / "none") == []
+
+
+class _Oracle:
+    """A 'model' whose mean prediction is the true state change of a ball moving +1 in x each step
+    (and the reward 0), or no change at all when `still`: its open-loop error is known exactly."""
+
+    def __init__(self, direction: str, still: bool = False) -> None:
+        self.direction, self.still, self.elites = direction, still, [0]
+
+    def predict(self, states: torch.Tensor, actions: torch.Tensor):
+        mean = torch.zeros(1, len(states), 1 + states.shape[1])
+        if not self.still:
+            mean[0, :, 1] = 1.0 if self.direction == "forward" else -1.0
+        return mean, torch.zeros_like(mean)
+
+
+def _walk(n: int = 12) -> Transitions:
+    """One episode of a ball moving +1 in x each step."""
+    obs = np.zeros((n, 2), dtype=np.float32)
+    obs[:, 0] = np.arange(n)
+    next_obs = obs.copy()
+    next_obs[:, 0] += 1
+    return Transitions(observations=obs, actions=np.zeros((n, 2), np.float32), rewards=np.zeros(n, np.float32),
+                       next_observations=next_obs, terminals=np.zeros(n, bool), timeouts=np.zeros(n, bool),
+                       episode_ids=np.zeros(n, int), returns=np.zeros(n, np.float32))
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_open_loop_errors_follow_the_dataset_forwards_or_backwards(direction: str) -> None:
+    from romi.analysis.plots import open_loop_errors
+
+    data, starts, horizon = _walk(), np.array([0, 3, 6]), 4
+    assert open_loop_errors(_Oracle(direction), data, starts, horizon) == pytest.approx(np.zeros((horizon, 3)))
+    # a model that never moves is k steps off after k steps: squared error k^2, averaged over 2 dimensions
+    still = open_loop_errors(_Oracle(direction, still=True), data, starts, horizon)
+    assert still == pytest.approx(np.repeat([[k * k / 2] for k in range(1, horizon + 1)], 3, axis=1))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tiny import TINY_TRIAL_OVERRIDES as TINY_OVERRIDES
@@ -188,8 +189,12 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
                           models=tmp_path / "kept" / "models")
     assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png",
             "imagined_maze2d-umaze-sparse.csv"} <= {f.name for f in rebuilt.files}
-    assert (tmp_path / "rebuilt" / "imagined_maze2d-umaze-sparse.csv").read_text() == (
-        tmp_path / "report" / "imagined_maze2d-umaze-sparse.csv").read_text(), "the same models, the same numbers"
+    for table in ("imagined_maze2d-umaze-sparse.csv", "model_accuracy_maze2d-umaze-sparse.csv"):
+        assert (tmp_path / "rebuilt" / table).read_text() == (tmp_path / "report" / table).read_text(), (
+            f"{table}: the same models, the same numbers")
+    accuracy = pd.read_csv(tmp_path / "rebuilt" / "model_accuracy_maze2d-umaze-sparse.csv")
+    assert set(zip(accuracy["direction"], accuracy["seed"], strict=True)) == {("reverse", 0)}  # BCQ has none
+    assert list(accuracy["steps"]) == [1, 2, 3, 4, 5] and (accuracy["p10"] <= accuracy["median"]).all()
     # A second finished seed (here: seed 0's exports relabelled) gets its own Figure 3.
     import shutil
 

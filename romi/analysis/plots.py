@@ -24,7 +24,7 @@ from romi.data.minari_io import load_transitions, resolve_dataset_id
 from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map
 from romi.imagination.build import TRAINING_RECIPE
 from romi.imagination.rollout import generate_rollouts
-from romi.io import atomic_write_with
+from romi.io import atomic_write_text, atomic_write_with
 from romi.layout import POLICY_EPISODES_FILE
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import UniformRolloutPolicy
@@ -149,57 +149,78 @@ def load_dynamics(artifacts: Path, dataset_id: str, direction: str, seed: int):
     return model.eval()
 
 
-def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seed: int, out: Path, horizon: int = 5,
-                              segments: int = 500) -> list[Path]:
-    """Open-loop error of the reverse and forward models over `horizon` steps on real trajectories.
+def open_loop_errors(model: DynamicsModel, data: Any, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """Squared state error (mean over state dimensions), shape (horizon, segments), of `model` rolled
+    open-loop over the dataset's own actions from each segment's dataset state, with the elites' mean
+    prediction.
 
-    Forward: from s_t, apply the dataset's actions a_t..a_{t+k-1} with the elites' mean prediction
-    and compare with s_{t+k}. Reverse: from s_{t+H}, apply the actions backwards and compare with
-    s_{t+H-k}. Both use the same segments of the dataset. Drawn: the median squared error per segment
-    with its 10-90 % band, not the mean, which a handful of segments dominate (in maze2d, a bounce off a
-    wall the model does not foresee: one of 500 segments measured 300x the median, 20x the mean).
+    Forward: from s_t, apply a_t..a_{t+k-1} and compare with s_{t+k}. Reverse: from s_{t+H}, apply the
+    actions backwards and compare with s_{t+H-k}. Row k-1 is the error after k steps.
     """
 
+    errors = []
+    with torch.no_grad():
+        if model.direction == "forward":
+            state = torch.as_tensor(data.observations[starts])
+            for k in range(horizon):
+                mean, _ = model.predict(state, torch.as_tensor(data.actions[starts + k]))
+                state = state + mean[model.elites].mean(0)[:, 1:]
+                errors.append(((state.numpy() - data.next_observations[starts + k]) ** 2).mean(axis=1))
+        else:
+            state = torch.as_tensor(data.next_observations[starts + horizon - 1])
+            for k in range(horizon):
+                index = starts + horizon - 1 - k
+                mean, _ = model.predict(state, torch.as_tensor(data.actions[index]))
+                state = state + mean[model.elites].mean(0)[:, 1:]
+                errors.append(((state.numpy() - data.observations[index]) ** 2).mean(axis=1))
+    return np.stack(errors)
+
+
+def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seeds: int | list[int], out: Path,
+                              horizon: int = 5, segments: int = 500) -> list[Path]:
+    """Open-loop error of every seed's reverse and forward models over `horizon` steps on real
+    trajectories (`open_loop_errors`), all on the same segments of the dataset.
+
+    Drawn: the median squared error per segment with its 10-90 % band, not the mean, which a handful of
+    segments dominate (in maze2d, a bounce off a wall the model does not foresee: one of 500 segments
+    measured 300x the median, 20x the mean). One line per (direction, seed); the numbers are written
+    beside the figure (`<out>.csv`: seed, direction, steps, median, p10, p90, mean).
+    """
+
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     data = load_transitions(dataset_id)
     rng = np.random.default_rng(0)
     same = data.episode_ids[horizon:] == data.episode_ids[:-horizon]
     starts = rng.choice(np.flatnonzero(same), size=min(segments, int(same.sum())), replace=False)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    plotted = False
+    rows = []
+    markers = "osD^v<>"
     for direction, colour in (("reverse", "tab:red"), ("forward", "tab:blue")):
-        model = load_dynamics(artifacts, dataset_id, direction, seed)
-        if model is None:
-            continue
-        errors = []
-        with torch.no_grad():
-            if direction == "forward":
-                state = torch.as_tensor(data.observations[starts])
-                for k in range(horizon):
-                    mean, _ = model.predict(state, torch.as_tensor(data.actions[starts + k]))
-                    state = state + mean[model.elites].mean(0)[:, 1:]
-                    errors.append(((state.numpy() - data.next_observations[starts + k]) ** 2).mean(axis=1))
-            else:
-                state = torch.as_tensor(data.next_observations[starts + horizon - 1])
-                for k in range(horizon):
-                    index = starts + horizon - 1 - k
-                    mean, _ = model.predict(state, torch.as_tensor(data.actions[index]))
-                    state = state + mean[model.elites].mean(0)[:, 1:]
-                    errors.append(((state.numpy() - data.observations[index]) ** 2).mean(axis=1))
-        low, median, high = np.quantile(np.stack(errors), [0.1, 0.5, 0.9], axis=1)
-        steps = range(1, horizon + 1)
-        ax.plot(steps, median, marker="o", color=colour, label=f"{direction} model (median, 10-90 %)")
-        ax.fill_between(steps, low, high, color=colour, alpha=0.15)
-        plotted = True
-    if not plotted:
+        for number, seed in enumerate(seeds):
+            model = load_dynamics(artifacts, dataset_id, direction, seed)
+            if model is None:
+                continue
+            errors = open_loop_errors(model, data, starts, horizon)
+            low, median, high = np.quantile(errors, [0.1, 0.5, 0.9], axis=1)
+            steps = np.arange(1, horizon + 1)
+            rows += [{"seed": seed, "direction": direction, "steps": int(k), "median": float(m),
+                      "p10": float(lo), "p90": float(hi), "mean": float(mean)}
+                     for k, m, lo, hi, mean in zip(steps, median, low, high, errors.mean(axis=1), strict=True)]
+            label = f"{direction}, seed {seed}" if len(seeds) > 1 else f"{direction} model"
+            ax.plot(steps, median, marker=markers[number % len(markers)], color=colour, label=label)
+            ax.fill_between(steps, low, high, color=colour, alpha=0.15 / len(seeds))
+    if not rows:
         plt.close(fig)
         return []
     ax.set_xlabel("steps from the dataset state")
     ax.set_xticks(range(1, horizon + 1))  # whole steps only
     ax.set_ylabel(f"squared state error ({len(starts)} segments)")
     ax.set_yscale("log")
-    ax.set_title(f"model accuracy, {dataset_id}")
-    ax.legend()
-    return _save(fig, out)
+    ax.set_title(f"model accuracy (median, 10-90 %), {dataset_id}", fontsize=9)
+    ax.legend(fontsize=7)
+    table = out.with_suffix(".csv")
+    atomic_write_text(table, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+    return [*_save(fig, out), table]
 
 
 def _maze_axes(ax: plt.Axes, task: Any, title: str) -> None:

@@ -123,13 +123,13 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
             # Results pulled from a cluster often come without the dataset (or with part of the
             # artifacts): the tables are still the report; these figures are skipped, with a warning.
             log(f"drawing figure 3 (imagined rollouts, trained policies) for {task}, seed "
-                f"{', '.join(map(str, finished))}, and the model accuracy by horizon for seed {seed}")
+                f"{', '.join(map(str, finished))}, and every seed's model accuracy by horizon")
             try:
                 for each in finished:
                     name = f"figure3_{suffix}" if each == seed else f"figure3_{suffix}_seed{each}"
                     report.files += plots.figure3(sweep_dir, task, out / name, seed=each, artifacts=artifacts)
                 report.files += plots.model_accuracy_by_horizon(
-                    artifacts, resolve_dataset_id(get_task(task)), seed, out / f"model_accuracy_{suffix}"
+                    artifacts, resolve_dataset_id(get_task(task)), seeds, out / f"model_accuracy_{suffix}"
                 )
                 log(f"measuring what the model buffers hold for {task}, every seed's models")
                 report.files += write_buffer_content(artifacts, task, seeds, out / f"imagined_{suffix}")
