@@ -167,6 +167,16 @@ def test_each_plot_writes_a_non_empty_image(sweep: Path, tmp_path: Path) -> None
     assert len(files) == 6 and all(f.stat().st_size > 1000 for f in files)
     again = learning_curves(frame, tmp_path / "again" / "lc")
     assert [f.read_bytes() for f in again] == [f.read_bytes() for f in files[:2]], "a redraw is byte for byte"
+    assert "<!-- ROMI-BCQ (2 seeds) -->" in files[1].read_text(), "the legend counts the seeds"
+    one = learning_curves(frame[frame["seed"] == 0], tmp_path / "one" / "lc")
+    assert "<!-- ROMI-BCQ (1 seed) -->" in one[1].read_text()
+
+
+def test_step_ticks_read_in_thousands_and_millions() -> None:
+    from romi.analysis.plots import _thousands
+
+    assert [_thousands(v, 0) for v in (0, 500, 20_000, 100_000, 1_000_000, 1_500_000)] == [
+        "0", "500", "20k", "100k", "1M", "1.5M"]
 
 
 def test_report_cli_prints_the_table_and_names_missing_trials(sweep: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -51,6 +52,14 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     return written
 
 
+@matplotlib.ticker.FuncFormatter
+def _thousands(value: float, _position: int) -> str:
+    """Tick labels for step counts: 100k, 1.5M (not 100000 or 1e6)."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    return f"{value / 1e3:g}k" if abs(value) >= 1e3 else f"{value:g}"
+
+
 def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     """One panel per task: headline score (see `romi.analysis.results.HEADLINE`) against gradient steps,
     mean and a ±std band over seeds, one line per method label."""
@@ -67,12 +76,14 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
             stats = group.groupby("step")["score_headline"].agg(["mean", "std"]).fillna(0.0)
             colour = METHOD_COLOURS.get(str(method).split(" (")[0])
             # Markers: a curve of one or two evaluations (an interrupted trial) is still visible.
-            ax.plot(stats.index, stats["mean"], label=f"{method} ({group['seed'].nunique()} seeds)", color=colour,
-                    marker="o", markersize=4)
+            seeds = group["seed"].nunique()
+            ax.plot(stats.index, stats["mean"], label=f"{method} ({seeds} seed{'s' if seeds != 1 else ''})",
+                    color=colour, marker="o", markersize=4)
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2,
                             color=colour)
         ax.set_title(task)
         ax.set_xlabel("gradient steps")
+        ax.xaxis.set_major_formatter(_thousands)
         ax.set_ylabel(f"normalised score ({' + '.join(sorted(set(of_task['normalised_with'])))})")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(tasks):]:
