@@ -81,6 +81,9 @@ def test_summary_and_last_k(sweep: Path) -> None:
     row = summary[(summary["method"] == "BCQ") & (summary["seed"] == 0)].iloc[0]
     assert row["final_score"] == pytest.approx(40.0) and row["last_k_score"] == pytest.approx((40.0 + 80 / 3) / 2)
     assert row["headline_score"] == pytest.approx((35.0 + 80 / 3 - 5) / 2) == row["last_k_score_local"]
+    # the swing: half the gap between the last two headline scores (std with ddof 0 of two numbers)
+    assert row["headline_swing"] == pytest.approx(abs(35.0 - (80 / 3 - 5)) / 2)
+    assert summarize_trials(load_results(str(sweep)), last_k=1)["headline_swing"].isna().all()
 
 
 def test_official_data_headlines_the_d4rl_score(tmp_path: Path) -> None:

@@ -219,7 +219,10 @@ def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
     """One row per trial: its status, last step, final score and the mean of its last `last_k` scores.
 
     `headline_score` is the mean of the last `last_k` headline scores (see `HEADLINE`); `last_k_score`
-    and `last_k_score_local` are the same with D4RL's and with the dataset's own refs.
+    and `last_k_score_local` are the same with D4RL's and with the dataset's own refs. `headline_swing`
+    is the std (ddof 0, as the tables') of those last `last_k` headline scores: how far one policy's score
+    moves from one evaluation to the next late in training (NaN for `last_k` 1), to set beside the
+    differences between methods.
     """
     if results.empty:
         return pd.DataFrame()
@@ -228,10 +231,14 @@ def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
     def tail_mean(column: pd.Series) -> float:
         return float(column.tail(last_k).mean())
 
+    def tail_std(column: pd.Series) -> float:
+        return float(column.tail(last_k).std(ddof=0)) if last_k > 1 else float("nan")
+
     trials = results.groupby(keys, sort=True).agg(status=("status", "first"), method_label=("method_label", "last"))
     evaluated = results.dropna(subset=["score"]).sort_values([*keys, "step"]).groupby(keys, sort=True).agg(
         normalised_with=("normalised_with", "last"),
         headline_score=("score_headline", tail_mean),
+        headline_swing=("score_headline", tail_std),
         steps=("step", "last"),
         evaluations=("score", "size"),
         final_score=("score", "last"),
