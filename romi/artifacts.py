@@ -87,6 +87,21 @@ class ArtifactStore:
             return info.type != pyarrow.fs.FileType.NotFound
         return (self.path(key) / "info.json").is_file()
 
+    def infos(self, kind: str) -> list[dict[str, Any]]:
+        """The `info.json` of every finished artifact of `kind` in the store (what training each took),
+        read where the store is (a remote store's are not cached)."""
+        if not self.remote:
+            return [json.loads(path.read_text()) for path in sorted((self.root / kind).glob("*/info.json"))]
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(f"{self.base}/{kind}", allow_not_found=True, recursive=True)
+        found = sorted(i.path for i in self.fs.get_file_info(selector) if i.path.endswith("/info.json"))
+        infos = []
+        for path in found:
+            with self.fs.open_input_stream(path) as handle:
+                infos.append(json.loads(handle.read()))
+        return infos
+
     @contextlib.contextmanager
     def _file_lock(self, key: str) -> Iterator[None]:
         lock_path = self.root / ".locks" / (key.replace("/", "__") + ".lock")

@@ -356,3 +356,30 @@ def test_the_fit_saves_its_state_by_time_not_by_epoch(tmp_path) -> None:
     assert not checkpoint.exists()
     DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 3
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_the_store_lists_its_finished_artifacts_infos(tmp_path, where: str) -> None:
+    """What the plan reads to know how many epochs fits of a kind took (pyarrow's in-memory `mock://`
+    file system stands in for s3:// and gs://)."""
+    import json
+
+    from romi.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "artifacts" if where == "local" else "mock:///artifacts")
+    assert store.infos("dynamics") == []
+
+    def put(key: str, name: str, text: str) -> None:
+        if store.remote:
+            store.fs.create_dir(f"{store.base}/{key}", recursive=True)
+            with store.fs.open_output_stream(f"{store.base}/{key}/{name}") as handle:
+                handle.write(text.encode())
+        else:
+            (store.path(key)).mkdir(parents=True, exist_ok=True)
+            (store.path(key) / name).write_text(text)
+
+    put("dynamics/b", "info.json", json.dumps({"epochs": 50}))
+    put("dynamics/a", "info.json", json.dumps({"epochs": 30}))
+    put("dynamics/unfinished", "state.pt", "x")  # no info.json: not finished, not listed
+    put("rollout-cvae/c", "info.json", json.dumps({"epochs": 99}))
+    assert store.infos("dynamics") == [{"epochs": 30}, {"epochs": 50}]

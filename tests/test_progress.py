@@ -292,6 +292,50 @@ def test_plan_counts_models_and_skips_those_in_the_store(umaze_dataset: str, tmp
     assert "1 models to train" in after.describe()
 
 
+def test_an_early_stopping_fit_is_planned_at_the_epochs_finished_fits_of_its_data_took(
+        umaze_dataset: str, tmp_path: Path) -> None:
+    """Uncapped fits: counted at `patience + 1` epochs (a lower bound, said so) until the store has finished
+    fits of the same data and config; then at their median, whatever their seed or direction."""
+    import json
+
+    import yaml
+
+    from romi.data.minari_io import dataset_fingerprint, resolve_dataset_id
+    from romi.imagination import build
+    from romi.tasks import get_task
+    from romi.tune.spec import load_sweep
+
+    uncapped = {**TINY, "dynamics": {**TINY_DYNAMICS, "max_epochs": None}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "tasks": [umaze_dataset], "methods": ["ROMI-BCQ"], "seeds": [0],
+                                    "profile": "quick", "overrides": uncapped,
+                                    "resources": {"cpu": 1, "rollout_workers": 0}}))
+    spec = load_sweep(path)
+    experiment = str(tmp_path / "sweeps" / "s")
+    first = sweep_plan.make_plan(spec, experiment, total_cpus=2)
+    assert first.model_time_is_lower_bound and not first.model_epochs_seen
+    assert "(at least: dynamics models train until early stopping)" in first.describe()
+
+    config = build_run_config(umaze_dataset, "ROMI-BCQ", 0, "quick", uncapped).resolved()
+    dataset_id = resolve_dataset_id(get_task(umaze_dataset))
+    identity = build.DataIdentity(dataset_id, dataset_fingerprint(dataset_id), 4, 2)
+    other = config.dynamics.model_copy(update={"hidden_dim": 32})
+    store = tmp_path / "sweeps" / "s" / "artifacts" / "dynamics"
+    for name, direction, seed, dynamics, epochs in (("a", "reverse", 5, config.dynamics, 30),
+                                                     ("b", "forward", 6, config.dynamics, 50),
+                                                     ("c", "reverse", 7, other, 99)):  # another config: ignored
+        (store / name).mkdir(parents=True)
+        info = {"epochs": epochs, "identity": {**identity.with_(direction, seed), "config": dynamics.model_dump()}}
+        (store / name / "info.json").write_text(json.dumps(info))
+    assert sweep_plan.trained_epochs(ArtifactStore(store.parent), identity, config.dynamics) == [30, 50]
+    informed = sweep_plan.make_plan(spec, experiment, total_cpus=2)
+    assert not informed.model_time_is_lower_bound and informed.models_to_train == 1
+    assert informed.model_epochs_seen == (
+        f"{dataset_id}: dynamics fits counted at 40 epochs each, the median of the 2 this store already "
+        "trained on it (30-50)",)
+    assert "at least" not in informed.describe() and "40 epochs" in informed.describe()
+
+
 def test_concurrency_follows_the_cpus_the_cap_and_the_trials(umaze_dataset: str) -> None:
     from romi.tune.spec import SweepSpec
 

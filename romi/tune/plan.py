@@ -10,7 +10,9 @@ while the sweep runs, the ETA moves from the plan to the measured rate as steps 
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,12 +59,15 @@ class SweepPlan:
     """Training the dynamics models and rollout policies not yet in the artifact store."""
     models_to_train: int
     models_cached: int
-    model_epochs_capped: bool
-    """False when a dynamics model trains until early stopping: its time is counted at `patience + 1`
-    epochs, the fewest it can take, so the duration is a lower bound."""
+    model_time_is_lower_bound: bool
+    """True when a dynamics model trains until early stopping and the store has no finished fit of the
+    same data and config to go by: its time is counted at `patience + 1` epochs, the fewest it can take."""
     concurrency: int
     steps_per_second: dict[str, float]
     """Measured gradient steps per second of each learner (one trial)."""
+    model_epochs_seen: tuple[str, ...] = ()
+    """For fits that train until early stopping, what their epochs are counted at, from the store's
+    finished fits of the same data and config (see `trained_epochs`), one line per dataset."""
 
     @property
     def total_steps(self) -> int:
@@ -80,10 +85,11 @@ class SweepPlan:
                   if self.models_to_train else "no models to train")
         if self.models_cached:
             models += f", {self.models_cached} already trained"
-        bound = "" if self.model_epochs_capped else " (at least: dynamics models train until early stopping)"
+        bound = " (at least: dynamics models train until early stopping)" if self.model_time_is_lower_bound else ""
+        seen = "".join(f"\n  {line}" for line in self.model_epochs_seen)
         return (f"plan: {len(self.trials)} trials{resumed}, {self.total_steps:,} gradient steps, "
                 f"{self.concurrency} at a time: expected duration ~{format_duration(self.expected_seconds)}{bound}\n"
-                f"  measured gradient steps/s per trial: {rates}; {models}")
+                f"  measured gradient steps/s per trial: {rates}; {models}{seen}")
 
 
 def expected_seconds(trial_seconds: Sequence[float], model_seconds: float, concurrency: int) -> float:
@@ -151,7 +157,8 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
     imagine: dict[str, float] = {}
     models: dict[str, float] = {}
     cached: set[str] = set()
-    capped = True
+    lower_bound = False
+    seen: dict[str, str] = {}
     work: list[TrialWork] = []
     finished = 0
     for config in spec.trial_configs():
@@ -184,8 +191,17 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
                 if store.exists(artifact):
                     cached.add(artifact)
                 elif artifact == dyn_key:
-                    models[artifact] = _dynamics_seconds(config.dynamics, rows, obs_dim, act_dim, threads)
-                    capped = capped and config.dynamics.max_epochs is not None
+                    epochs: float | None = None
+                    if config.dynamics.max_epochs is None:
+                        history = trained_epochs(store, identity, config.dynamics)
+                        if history:
+                            epochs = statistics.median(history)
+                            seen[dataset_id] = (
+                                f"{dataset_id}: dynamics fits counted at {epochs:g} epochs each, the median of the "
+                                f"{len(history)} this store already trained on it ({min(history)}-{max(history)})")
+                        else:
+                            lower_bound = True
+                    models[artifact] = _dynamics_seconds(config.dynamics, rows, obs_dim, act_dim, threads, epochs)
                 else:
                     models[artifact] = config.rollout_policy.iterations * time_rollout_policy_iteration(
                         config.rollout_policy, obs_dim, act_dim, threads)
@@ -194,17 +210,31 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
     return SweepPlan(
         trials=tuple(work), finished=finished, total_trials=finished + len(work),
         model_seconds=sum(models.values()), models_to_train=len(models), models_cached=len(cached),
-        model_epochs_capped=capped, concurrency=concurrency(spec, total_cpus, max_concurrent, len(work)),
-        steps_per_second=rates,
+        model_time_is_lower_bound=lower_bound, model_epochs_seen=tuple(seen.values()),
+        concurrency=concurrency(spec, total_cpus, max_concurrent, len(work)), steps_per_second=rates,
     )
 
 
-def _dynamics_seconds(config: DynamicsConfig, rows: int, obs_dim: int, act_dim: int, threads: int) -> float:
+def trained_epochs(store: ArtifactStore, identity: build.DataIdentity, config: DynamicsConfig) -> list[int]:
+    """Epochs each finished dynamics fit in `store` of this data (same fingerprint) and config took, any
+    seed or direction: how long a fit of the same kind trains until early stopping, measured. (The
+    reduced sweep's four maze2d fits took 34-62 epochs; the fewest possible is `patience + 1` = 6.)"""
+
+    wanted = json.loads(json.dumps(config.model_dump()))
+    return sorted(int(info["epochs"]) for info in store.infos("dynamics")
+                  if "epochs" in info and info.get("identity", {}).get("fingerprint") == identity.fingerprint
+                  and info["identity"].get("config") == wanted)
+
+
+def _dynamics_seconds(config: DynamicsConfig, rows: int, obs_dim: int, act_dim: int, threads: int,
+                      epochs: float | None = None) -> float:
+    """One fit: `epochs` (default: the cap, else the fewest early stopping allows) of its batches."""
     holdout = min(max(int(config.holdout_ratio * rows), 1), config.max_holdout)
     batches = math.ceil(max(rows - holdout, 1) / config.batch_size)
     if config.batches_per_epoch is not None:
         batches = min(batches, config.batches_per_epoch)
-    epochs = config.max_epochs if config.max_epochs is not None else config.patience + 1
+    if epochs is None:
+        epochs = config.max_epochs if config.max_epochs is not None else config.patience + 1
     return epochs * batches * time_dynamics_batch(config, obs_dim, act_dim, threads)
 
 
