@@ -71,6 +71,19 @@ claims = check_claims(trials, tables)
 display(Markdown(claims_markdown(claims)))
 
 # %% [markdown]
+# ## One score or a steadier one
+# A trial's final score is one evaluation of a policy that may swing from one evaluation to the next.
+# Here each trial's mean of its last 10 evaluations (`headline_score`) beside its final ones (local and
+# D4RL refs), and its swing (`headline_swing`: the std of those 10). A gap between two methods smaller
+# than their swings is not a ranking. `romi report --last-k 10` builds the tables and claims from these
+# means.
+
+# %%
+late = summarize_trials(results, last_k=10)
+late[["task", "method", "seed", "steps", "normalised_with", "final_score_local", "final_score", "headline_score",
+      "headline_swing"]]
+
+# %% [markdown]
 # ## Learning curves and conservatism
 # Scores against gradient steps (bands: ± std over seeds), and how far each method's evaluation
 # trajectories stay from the dataset. ROMI should be about as conservative as BCQ; FOMI strays.
