@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, e
     (trial / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
     if error:
         (trial / "error.txt").write_text("RuntimeError: boom")
+        later = (trial / "result.json").stat().st_mtime + 1  # the failure came after the last report
+        os.utime(trial / "error.txt", (later, later))
 
 
 @pytest.fixture
@@ -74,6 +77,16 @@ def test_results_schema_and_values(sweep: Path) -> None:
     status = frame.groupby(["method", "seed"])["status"].first()
     assert status[("BCQ", 2)] == "failed" and status[("ROMI-BCQ", 2)] == "not started"
     assert status[("ROMI-BCQ", 0)] == "finished"
+
+
+def test_a_trial_restarted_after_a_failure_is_not_failed(sweep: Path) -> None:
+    """Tune restarts a failed trial from its checkpoint (a lost worker, Ray's keepalive) and the old
+    error.txt stays: a trial that reported after it is training, not failed."""
+    trial = sweep / f"{TASK}_BCQ_seed2"
+    earlier = (trial / "result.json").stat().st_mtime - 60
+    os.utime(trial / "error.txt", (earlier, earlier))
+    status = load_results(str(sweep)).groupby(["method", "seed"])["status"].first()
+    assert status[("BCQ", 2)] == "stopped"
 
 
 def test_summary_and_last_k(sweep: Path) -> None:

@@ -108,6 +108,18 @@ def _tune_records(fs: Any, directory: str) -> list[dict[str, Any]]:
     return sorted(by_step.values(), key=lambda record: float(record.get("step") or 0))
 
 
+def _failed_last(fs: Any, directory: str) -> bool:
+    """Whether a Tune trial's last word is a failure: it has an `error.txt` and reported nothing after it.
+    A trial Tune restarted from its checkpoint after a failure (a worker lost, Ray's keepalive) keeps the
+    old `error.txt` while it trains on; its `result.json` is then the newer file."""
+    import pyarrow.fs
+
+    error, result = fs.get_file_info([f"{directory}/error.txt", f"{directory}/result.json"])
+    if error.type == pyarrow.fs.FileType.NotFound:
+        return False
+    return result.type == pyarrow.fs.FileType.NotFound or error.mtime >= result.mtime
+
+
 def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
     import pyarrow.fs
 
@@ -123,7 +135,7 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
             if "task" not in params or "method" not in params:
                 continue
             records = _tune_records(fs, directory)
-            errored = _read_text(fs, f"{directory}/error.txt") is not None
+            errored = _failed_last(fs, directory)
             sweep = params.get("sweep") or directory.rsplit("/", 2)[-2]
             config = params
         else:  # a `romi train` run directory
