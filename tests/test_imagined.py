@@ -130,3 +130,33 @@ def test_open_loop_errors_follow_the_dataset_forwards_or_backwards(direction: st
     # a model that never moves is k steps off after k steps: squared error k^2, averaged over 2 dimensions
     still = open_loop_errors(_Oracle(direction, still=True), data, starts, horizon)
     assert still == pytest.approx(np.repeat([[k * k / 2] for k in range(1, horizon + 1)], 3, axis=1))
+
+
+def test_where_episodes_go_counts_steps_at_the_goal_and_the_end_position(tmp_path) -> None:
+    """Figure 3's episodes in numbers: hand-made trajectories around the goal at (-1, 1)."""
+    from romi.analysis.policy_episodes import PolicyEpisodes, where_episodes_go, write_where_policies_go
+    from romi.layout import POLICY_EPISODES_FILE
+
+    goal = goal_xy(TASK)
+    arrive_and_stay = np.array([[goal[0] + 2, goal[1]], [goal[0] + 1, goal[1]], goal, goal + 0.1, goal + 0.1])
+    corner = goal + np.array([-0.4, 0.4])
+    overshoot_to_corner = np.array([[goal[0] + 1, goal[1]], goal, corner, corner])
+    episodes = PolicyEpisodes(500, 10_000, np.array([3.0, 1.0]),
+                              [np.hstack([t, np.zeros_like(t)]) for t in (arrive_and_stay, overshoot_to_corner)])
+    table = where_episodes_go(episodes, goal, radius=0.5)
+    assert list(table["steps at the goal"]) == [3, 1] and list(table["length"]) == [5, 4]
+    assert table["closest to the goal"].tolist() == pytest.approx([0.0, 0.0])
+    assert table["end distance to the goal"].tolist() == pytest.approx([0.1 * 2**0.5, 0.4 * 2**0.5])
+    assert table["end x"].tolist() == pytest.approx([goal[0] + 0.1, goal[0] - 0.4])
+    assert table["end y"].tolist() == pytest.approx([goal[1] + 0.1, goal[1] + 0.4])
+
+    trials = tmp_path / "trials"
+    (trials / f"{TASK.name}_ROMI-BCQ_seed1").mkdir(parents=True)
+    episodes.save(trials / f"{TASK.name}_ROMI-BCQ_seed1" / POLICY_EPISODES_FILE)
+    (trials / f"{TASK.name}_BCQ_seed1").mkdir()  # no kept episodes, no checkpoint: left out
+    files = write_where_policies_go(trials, TASK.name, [1], tmp_path / "ends")
+    assert [f.name for f in files] == ["ends.md", "ends.csv"]
+    written = pd.read_csv(files[1])
+    assert list(written["method"]) == ["ROMI-BCQ", "ROMI-BCQ"] and list(written["seed"]) == [1, 1]
+    assert "within 0.5 of it" in files[0].read_text()
+    assert write_where_policies_go(trials, TASK.name, [2], tmp_path / "none") == []

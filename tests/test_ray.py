@@ -188,8 +188,10 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
     rebuilt = make_report(str(tmp_path / "kept" / "trials"), out=tmp_path / "rebuilt",
                           models=tmp_path / "kept" / "models")
     assert {"figure3_maze2d-umaze-sparse.png", "model_accuracy_maze2d-umaze-sparse.png",
-            "imagined_maze2d-umaze-sparse.csv"} <= {f.name for f in rebuilt.files}
-    for table in ("imagined_maze2d-umaze-sparse.csv", "model_accuracy_maze2d-umaze-sparse.csv"):
+            "imagined_maze2d-umaze-sparse.csv", "policy_ends_maze2d-umaze-sparse.csv",
+            } <= {f.name for f in rebuilt.files}
+    for table in ("imagined_maze2d-umaze-sparse.csv", "model_accuracy_maze2d-umaze-sparse.csv",
+                  "policy_ends_maze2d-umaze-sparse.csv"):  # episodes from the checkpoint, then from the export
         assert (tmp_path / "rebuilt" / table).read_text() == (tmp_path / "report" / table).read_text(), (
             f"{table}: the same models, the same numbers")
     accuracy = pd.read_csv(tmp_path / "rebuilt" / "model_accuracy_maze2d-umaze-sparse.csv")

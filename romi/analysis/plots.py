@@ -17,8 +17,7 @@ import pandas as pd
 import torch
 
 from romi.analysis.imagined import in_walls
-from romi.analysis.policy_episodes import PolicyEpisodes, run_policy_episodes
-from romi.analysis.results import latest_run_state
+from romi.analysis.policy_episodes import trained_policy_episodes
 from romi.analysis.tables import PaperTable
 from romi.config import DynamicsConfig
 from romi.data.minari_io import load_transitions, resolve_dataset_id
@@ -26,11 +25,9 @@ from romi.envs import MAZE_SCALING, cell_to_xy, goal_xy, maze_map
 from romi.imagination.build import TRAINING_RECIPE
 from romi.imagination.rollout import generate_rollouts
 from romi.io import atomic_write_text, atomic_write_with
-from romi.layout import POLICY_EPISODES_FILE
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import UniformRolloutPolicy
 from romi.models.termination import termination_fn
-from romi.storage import filesystem
 from romi.tasks import get_task
 
 METHOD_COLOURS = {"ROMI-BCQ": "tab:red", "ROMI-CQL": "tab:red", "FOMI-BCQ": "tab:blue", "BCQ": "tab:gray",
@@ -291,18 +288,6 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
         ax.set_title(f"{direction} imagination: {100 * in_walls:.1f}% of imagined states in walls")
     fig.suptitle(f"{task.name}: {starts} dataset states, {horizon}-step imagined rollouts (green: the data)")
     return _save(fig, out)
-
-
-def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
-    """The Figure 3 episodes of a trial's trained policy: kept by `romi export` beside an exported trial,
-    else run from the trial's latest checkpoint; None when there is neither."""
-
-    kept = trial_dir / POLICY_EPISODES_FILE
-    if kept.exists():
-        return PolicyEpisodes.load(kept)
-    fs, directory = filesystem(str(trial_dir))
-    state = latest_run_state(fs, directory)
-    return None if state is None else run_policy_episodes(state)
 
 
 def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: int = 40,

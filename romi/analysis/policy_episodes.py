@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from romi.io import atomic_save_npz
+from romi.io import atomic_save_npz, atomic_write_text
 
 FIGURE3_EPISODES = 3
 """Episodes per trained policy in Figure 3 (more lines would hide the maze)."""
@@ -73,3 +74,66 @@ def run_policy_episodes(state: dict[str, Any], episodes: int = FIGURE3_EPISODES)
     finally:
         env.close()
     return PolicyEpisodes(int(state["step"]), seed, result.returns, [t.astype(np.float32) for t in result.trajectories])
+
+
+def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
+    """The Figure 3 episodes of a trial's trained policy: kept by `romi export` beside an exported trial,
+    else run from the trial's latest checkpoint; None when there is neither."""
+    from romi.analysis.results import latest_run_state
+    from romi.layout import POLICY_EPISODES_FILE
+    from romi.storage import filesystem
+
+    kept = trial_dir / POLICY_EPISODES_FILE
+    if kept.exists():
+        return PolicyEpisodes.load(kept)
+    fs, directory = filesystem(str(trial_dir))
+    state = latest_run_state(fs, directory)
+    return None if state is None else run_policy_episodes(state)
+
+
+ENDS_COLUMNS = ["method", "seed", "step", "episode", "length", "return", "steps at the goal", "closest to the goal",
+                "end x", "end y", "end distance to the goal"]
+
+
+def where_episodes_go(episodes: PolicyEpisodes, goal: np.ndarray, radius: float) -> pd.DataFrame:
+    """Figure 3's bottom row in numbers, one row per episode: its return, how many steps the ball spent
+    within `radius` of `goal` (where the sparse reward is paid), its closest approach, and where it was
+    at the end and how far from the goal. A policy that drives to the goal and stays has an end distance
+    under `radius`; one that overshoots and rests against a wall shows it in its end position."""
+    rows = []
+    for number, (trajectory, ret) in enumerate(zip(episodes.trajectories, episodes.returns, strict=True)):
+        distance = np.linalg.norm(trajectory[:, :2] - goal, axis=1)
+        rows.append({"step": episodes.step, "episode": number, "length": len(trajectory), "return": float(ret),
+                     "steps at the goal": int((distance <= radius).sum()), "closest to the goal": float(distance.min()),
+                     "end x": float(trajectory[-1, 0]), "end y": float(trajectory[-1, 1]),
+                     "end distance to the goal": float(distance[-1])})
+    return pd.DataFrame(rows)
+
+
+def write_where_policies_go(trials_root: Path, task_name: str, seeds: list[int], out: Path) -> list[Path]:
+    """`out`.md and `out`.csv: `where_episodes_go` for every ROMI-BCQ, FOMI-BCQ and BCQ trial of these
+    seeds under `trials_root` whose trained policy's episodes are there (kept, or run from a checkpoint);
+    none: nothing written."""
+    from romi.envs import GOAL_RADIUS, goal_xy
+    from romi.tasks import get_task
+
+    task = get_task(task_name)
+    goal = goal_xy(task)
+    tables = []
+    for method in ("ROMI-BCQ", "FOMI-BCQ", "BCQ"):
+        for seed in sorted(seeds):
+            episodes = trained_policy_episodes(trials_root / f"{task.name}_{method}_seed{seed}")
+            if episodes is not None:
+                tables.append(where_episodes_go(episodes, goal, GOAL_RADIUS).assign(method=method, seed=seed))
+    if not tables:
+        return []
+    table = pd.concat(tables, ignore_index=True)[ENDS_COLUMNS]
+    shown = table.round({"closest to the goal": 3, "end x": 2, "end y": 2, "end distance to the goal": 3})
+    caption = (f"Where the trained policies drive the ball, {task.name} (Figure 3's episodes: "
+               f"{len(table)} episodes from unseen starts, the policy at its last step). The goal is "
+               f"at ({goal[0]:g}, {goal[1]:g}); the sparse reward is paid within {GOAL_RADIUS} of it (for the state "
+               "an action leads to), so a return is, within one, the number of steps at the goal.")
+    markdown, csv = out.with_suffix(".md"), out.with_suffix(".csv")
+    atomic_write_text(markdown, caption + "\n\n" + shown.to_markdown(index=False) + "\n")
+    atomic_write_text(csv, table.to_csv(index=False, float_format="%.6g"))
+    return [markdown, csv]

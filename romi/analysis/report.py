@@ -11,6 +11,7 @@ import pandas as pd
 from romi.analysis import plots
 from romi.analysis.claims import check_claims, claims_markdown
 from romi.analysis.imagined import write_buffer_content
+from romi.analysis.policy_episodes import write_where_policies_go
 from romi.analysis.results import load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
@@ -128,6 +129,7 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
                 for each in finished:
                     name = f"figure3_{suffix}" if each == seed else f"figure3_{suffix}_seed{each}"
                     report.files += plots.figure3(sweep_dir, task, out / name, seed=each, artifacts=artifacts)
+                report.files += write_where_policies_go(sweep_dir, task, finished, out / f"policy_ends_{suffix}")
                 report.files += plots.model_accuracy_by_horizon(
                     artifacts, resolve_dataset_id(get_task(task)), seeds, out / f"model_accuracy_{suffix}"
                 )
