@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from romi.analysis.results import latest_run_state
 from romi.io import atomic_save_npz, atomic_write_text
+from romi.layout import POLICY_EPISODES_FILE
+from romi.storage import filesystem
 
 FIGURE3_EPISODES = 3
 """Episodes per trained policy in Figure 3 (more lines would hide the maze)."""
@@ -79,10 +82,6 @@ def run_policy_episodes(state: dict[str, Any], episodes: int = FIGURE3_EPISODES)
 def trained_policy_episodes(trial_dir: Path) -> PolicyEpisodes | None:
     """The Figure 3 episodes of a trial's trained policy: kept by `romi export` beside an exported trial,
     else run from the trial's latest checkpoint; None when there is neither."""
-    from romi.analysis.results import latest_run_state
-    from romi.layout import POLICY_EPISODES_FILE
-    from romi.storage import filesystem
-
     kept = trial_dir / POLICY_EPISODES_FILE
     if kept.exists():
         return PolicyEpisodes.load(kept)
