@@ -327,7 +327,8 @@ def test_an_early_stopping_fit_is_planned_at_the_epochs_finished_fits_of_its_dat
         (store / name).mkdir(parents=True)
         info = {"epochs": epochs, "identity": {**identity.with_(direction, seed), "config": dynamics.model_dump()}}
         (store / name / "info.json").write_text(json.dumps(info))
-    assert sweep_plan.trained_epochs(ArtifactStore(store.parent), identity, config.dynamics) == [30, 50]
+    fits = ArtifactStore(store.parent).infos("dynamics")
+    assert sweep_plan.trained_epochs(fits, identity, config.dynamics) == [30, 50]
     informed = sweep_plan.make_plan(spec, experiment, total_cpus=2)
     assert not informed.model_time_is_lower_bound and informed.models_to_train == 1
     assert informed.model_epochs_seen == (

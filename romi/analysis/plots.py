@@ -184,7 +184,7 @@ def open_loop_errors(model: DynamicsModel, data: Any, starts: np.ndarray, horizo
     return np.stack(errors)
 
 
-def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seeds: int | list[int], out: Path,
+def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seeds: list[int], out: Path,
                               horizon: int = 5, segments: int = 500) -> list[Path]:
     """Open-loop error of every seed's reverse and forward models over `horizon` steps on real
     trajectories (`open_loop_errors`), all on the same segments of the dataset.
@@ -195,7 +195,6 @@ def model_accuracy_by_horizon(artifacts: Path, dataset_id: str, seeds: int | lis
     beside the figure (`<out>.csv`: seed, direction, steps, median, p10, p90, mean).
     """
 
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     data = load_transitions(dataset_id)
     rng = np.random.default_rng(0)
     same = data.episode_ids[horizon:] == data.episode_ids[:-horizon]

@@ -115,7 +115,7 @@ def imagine(
     out.mkdir(parents=True, exist_ok=True)
     files = plots.imagination(spec.name, data, models, out / f"imagination_{spec.name}", seed=seed,
                               horizon=configs["reverse"].imagination.horizon or 5)
-    files += plots.model_accuracy_by_horizon(artifacts, dataset_id, seed, out / f"model_accuracy_{spec.name}")
+    files += plots.model_accuracy_by_horizon(artifacts, dataset_id, [seed], out / f"model_accuracy_{spec.name}")
     horizon = configs["reverse"].imagination.horizon or spec.paper.horizon
     content = buffer_content(spec, data, models, horizon=horizon, seed=seed).assign(seed=seed)[["seed", *COLUMNS]]
     table = buffer_content_markdown(spec, content, anchors=ANCHORS, horizon=horizon)

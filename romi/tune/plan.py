@@ -159,6 +159,7 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
     cached: set[str] = set()
     lower_bound = False
     seen: dict[str, str] = {}
+    finished_fits: list[dict[str, Any]] | None = None
     work: list[TrialWork] = []
     finished = 0
     for config in spec.trial_configs():
@@ -193,7 +194,9 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
                 elif artifact == dyn_key:
                     epochs: float | None = None
                     if config.dynamics.max_epochs is None:
-                        history = trained_epochs(store, identity, config.dynamics)
+                        if finished_fits is None:  # read once per plan, not once per model
+                            finished_fits = store.infos("dynamics")
+                        history = trained_epochs(finished_fits, identity, config.dynamics)
                         if history:
                             epochs = statistics.median(history)
                             seen[dataset_id] = (
@@ -215,13 +218,14 @@ def make_plan(spec: SweepSpec, experiment: str, *, total_cpus: float, max_concur
     )
 
 
-def trained_epochs(store: ArtifactStore, identity: build.DataIdentity, config: DynamicsConfig) -> list[int]:
-    """Epochs each finished dynamics fit in `store` of this data (same fingerprint) and config took, any
-    seed or direction: how long a fit of the same kind trains until early stopping, measured. (The
-    reduced sweep's four maze2d fits took 34-62 epochs; the fewest possible is `patience + 1` = 6.)"""
+def trained_epochs(fits: list[dict[str, Any]], identity: build.DataIdentity, config: DynamicsConfig) -> list[int]:
+    """Epochs each finished dynamics fit (`ArtifactStore.infos("dynamics")`) of this data (same
+    fingerprint) and config took, any seed or direction: how long a fit of the same kind trains until
+    early stopping, measured. (The reduced sweep's four maze2d fits took 34-62 epochs; the fewest
+    possible is `patience + 1` = 6.)"""
 
     wanted = json.loads(json.dumps(config.model_dump()))
-    return sorted(int(info["epochs"]) for info in store.infos("dynamics")
+    return sorted(int(info["epochs"]) for info in fits
                   if "epochs" in info and info.get("identity", {}).get("fingerprint") == identity.fingerprint
                   and info["identity"].get("config") == wanted)
 
