@@ -177,14 +177,28 @@ def test_romi_sweep_skips_the_trials_finished_in_exported(tmp_path: Path) -> Non
 
 def test_the_reduced_runs_narrowed_sweep_files_are_the_reduced_sweep_exactly() -> None:
     """analysis/results/reduced/sweeps/ holds the grids run after a machine change (the pinned code has no
-    --exported): with the trial finished before it, they cover the reduced sweep once, with its configs."""
+    --exported): with the trial finished before it, they cover the reduced sweep, with its configs. A file
+    may list a trial again only when it is a re-run after another machine change (the seed-2 file), and no
+    trial is exported from two sweeps: nothing finished runs twice."""
+    import json
+
     results = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced"
     spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
     reduced = {f"{c.task}_{c.method}_seed{c.seed}": c for c in spec.trial_configs()}
+    reruns = {"reduced-romi-fomi-seed2"}  # after the 2026-12-05 machine change
     covered = ["maze2d-umaze-sparse_ROMI-BCQ_seed0"]  # finished before the change (trials/)
+    grids: dict[str, set[str]] = {"reduced": {"maze2d-umaze-sparse_ROMI-BCQ_seed0"}}
     for path in sorted((results / "sweeps").glob("*.yaml")):
+        grids[path.stem] = set()
         for config in load_sweep(path).trial_configs():
             name = f"{config.task}_{config.method}_seed{config.seed}"
-            covered.append(name)
+            grids[path.stem].add(name)
             assert config == reduced[name], f"{path.name}: {name} differs from the reduced sweep's"
+            if path.stem not in reruns:
+                covered.append(name)
     assert sorted(covered) == sorted(reduced)
+    assert reruns <= set(grids) and all(grids[r] <= set(reduced) for r in reruns)
+    for run in sorted((results / "trials").glob("*_seed*")):
+        sweep = Path(json.loads((run / "summary.json").read_text())["exported_from"]).parent.name
+        assert run.name in grids[sweep], f"{run.name} exported from {sweep}, whose grid does not hold it"
+        assert not any(run.name in grids[r] for r in reruns if r != sweep), f"{run.name} would run twice"
