@@ -202,3 +202,37 @@ def test_the_reduced_runs_narrowed_sweep_files_are_the_reduced_sweep_exactly() -
         sweep = Path(json.loads((run / "summary.json").read_text())["exported_from"]).parent.name
         assert run.name in grids[sweep], f"{run.name} exported from {sweep}, whose grid does not hold it"
         assert not any(run.name in grids[r] for r in reruns if r != sweep), f"{run.name} would run twice"
+
+
+def test_a_local_plan_starts_no_ray(tmp_path: Path, umaze_dataset: str) -> None:
+    """`romi sweep --plan` on the local instance reads the machine's resources instead of starting Ray
+    (a second, not Ray's ~10 s), and still sizes the plan by them: 2 one-CPU trials on 2 CPUs, 2 at a time."""
+    import ray
+    import yaml
+    from tiny import TINY_TRIAL_OVERRIDES
+    from typer.testing import CliRunner
+
+    from romi.cli import app
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"tasks": [umaze_dataset], "methods": ["BCQ"], "seeds": 2, "profile": "quick",
+                                    "overrides": TINY_TRIAL_OVERRIDES, "resources": {"cpu": 1, "rollout_workers": 0}}))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--storage", str(tmp_path / "s"), "--plan",
+                                      "--num-cpus", "2"], env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "plan: 2 trials, " in text and "2 at a time" in text
+    assert not ray.is_initialized() and not (tmp_path / "s").exists()
+    one = CliRunner().invoke(app, ["sweep", str(path), "--storage", str(tmp_path / "s"), "--plan", "--num-cpus", "1"],
+                             env={"COLUMNS": "300"})
+    assert one.exit_code == 0 and "1 at a time" in " ".join(one.output.split()), one.output
+
+
+def test_local_resources_count_this_processs_cores() -> None:
+    import os
+
+    from romi.tune.preflight import local_resources
+
+    mine = local_resources()
+    assert mine.total_cpu == mine.max_node_cpu == len(os.sched_getaffinity(0)) and mine.total_gpu >= 0
+    assert local_resources(num_cpus=3).total_cpu == 3

@@ -137,6 +137,19 @@ class ClusterResources:
     max_node_gpu: float
 
 
+def local_resources(num_cpus: int | None = None) -> ClusterResources:
+    """What the embedded local instance would hold, read without starting Ray (`romi sweep --plan`
+    costs a second instead of Ray's ~10 s start): `num_cpus` or this process's usable cores (its CPU
+    affinity, as Ray counts them), and the GPUs torch sees. One node, so the node is the cluster."""
+    import os
+
+    import torch
+
+    cpus = float(num_cpus if num_cpus is not None else len(os.sched_getaffinity(0)))
+    gpus = float(torch.cuda.device_count())
+    return ClusterResources(total_cpu=cpus, total_gpu=gpus, max_node_cpu=cpus, max_node_gpu=gpus)
+
+
 def cluster_resources() -> ClusterResources:
     import ray
 

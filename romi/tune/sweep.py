@@ -166,14 +166,18 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
         return []
     experiment = preflight.before_ray(spec, storage, address=address, num_cpus=num_cpus, resume=resume,
                                       overwrite=overwrite, log=log)
-    init_ray(address, num_cpus)
-    spec = preflight.check_resources(spec, preflight.cluster_resources(), local=address is None, log=log)
+    if plan_only and address is None:  # a local plan needs no Ray: the machine's own resources
+        cluster = preflight.local_resources(num_cpus)
+    else:
+        init_ray(address, num_cpus)
+        cluster = preflight.cluster_resources()
+    spec = preflight.check_resources(spec, cluster, local=address is None, log=log)
     if not plan_only:
         check_cluster(spec, absolute(storage))  # every node sees the storage and has the data, before any trial
         if overwrite:
             _start_over(experiment)
         write_manifest(spec, experiment)
-    plan = make_plan(spec, experiment, total_cpus=preflight.cluster_resources().total_cpu,
+    plan = make_plan(spec, experiment, total_cpus=cluster.total_cpu,
                      max_concurrent=max_concurrent, resume=resume and not overwrite, log=log)
     log(plan.describe())
     if plan_only:
