@@ -28,7 +28,7 @@ LOCAL_ID = "local/pointmaze/umaze-v0"
 
 
 def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, error: bool = False,
-           label: str | None = None) -> None:
+           label: str | None = None, discrepancy: float | None = None) -> None:
     trial = root / f"{TASK}_{label or method}_seed{seed}".replace(" ", "")
     trial.mkdir(parents=True)
     (trial / "params.json").write_text(json.dumps({
@@ -40,7 +40,8 @@ def _trial(root: Path, method: str, seed: int, steps: list[int], final: float, e
         lines.append(json.dumps({
             "task": TASK, "method": method, "seed": seed, "step": step, "score": final * step / 300,
             "score_local": final * step / 300 - 5, "return_mean": step / 10, "return_std": 1.0,
-            "discrepancy": 0.1 if method != "FOMI-BCQ" else 0.5, "steps_per_second": 30.0, "wall_time": step / 10,
+            "discrepancy": discrepancy if discrepancy is not None else 0.1 if method != "FOMI-BCQ" else 0.5,
+            "steps_per_second": 30.0, "wall_time": step / 10,
             "train/critic_loss": 1.0 / step, "done_fraction": step / 300,
             "dataset_id": LOCAL_ID, "method_label": label or method,
         }))
@@ -368,6 +369,19 @@ def test_a_reversed_ordering_and_a_leaning_one_are_told_apart(tmp_path: Path) ->
     assert claims.loc["ROMI-BCQ scores above FOMI-BCQ (local refs)", "verdict"] == "reversed"
     above_bcq = claims.loc["ROMI-BCQ scores above BCQ (local refs)"]
     assert above_bcq["seed pairs"] == "3 of 4" and above_bcq["verdict"] == "leans"
+
+
+def test_romi_as_close_as_bcq_fails_when_its_discrepancy_sits_with_fomis(tmp_path: Path) -> None:
+    """The reduced run's case: ROMI-BCQ a little closer than FOMI-BCQ, both three times BCQ's distance."""
+    root = tmp_path / "apart"
+    for (method, seed), final in FINAL.items():
+        _trial(root, method, seed, [100, 200, 300], final,
+               discrepancy={"ROMI-BCQ": 0.19, "FOMI-BCQ": 0.2, "BCQ": 0.06}[method])
+    claims = _claims(root)
+    close = claims[claims.index.str.startswith("ROMI-BCQ is about as close to the data as BCQ")].iloc[0]
+    assert close.name.endswith("(its discrepancy is 0.130 from BCQ's, 0.010 from FOMI-BCQ's)")
+    assert close["verdict"] == "fails"
+    assert claims.loc["FOMI-BCQ strays further from the data than ROMI-BCQ", "verdict"] == "holds"
 
 
 def test_missing_seeds_mark_the_verdict_incomplete_and_variants_do_not_count(tmp_path: Path) -> None:
