@@ -16,6 +16,7 @@ busy machine slows all of them alike; the figure is the median round.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -57,26 +58,34 @@ def main() -> None:
     torch.set_num_threads(1)
 
     states = [torch.load(path, map_location="cpu", weights_only=False) for path in args.checkpoints]
+    subnormals = [subnormal_share(state["agent"]) for state in states]
     config = RunConfig.model_validate(json.loads(states[0]["config"]))
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(config, ArtifactStore(Path(tmp)))
-    batch = run.sampler.sample()  # one fixed real batch: the step's cost does not depend on which one
+    # Steps draw their batches from the run's own sampler, as in a trial; the sampling is timed apart.
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        run.sampler.sample()
+    sample_ms = (time.perf_counter() - started) / args.steps * 1e3
     modes = [False, True] if args.flush_denormal else [False]
     times: dict[tuple[int, bool], list[float]] = {}
     for _ in range(args.rounds):
         for flush in modes:
             torch.set_flush_denormal(flush)
             for index, state in enumerate(states):
-                run.agent.load_state_dict(state["agent"])  # each round starts from the checkpoint itself
+                # each round starts from the checkpoint itself (a copy: loading may share the optimizer's
+                # moment tensors with `state`, and the steps would change them in place)
+                run.agent.load_state_dict(copy.deepcopy(state["agent"]))
                 started = time.perf_counter()
                 for _ in range(args.steps):
-                    run.agent.update(batch)
+                    run.agent.update(run.sampler.sample())
                 times.setdefault((index, flush), []).append((time.perf_counter() - started) / args.steps)
     torch.set_flush_denormal(False)
     print(f"{config.task} {config.method} seed {config.seed}: {args.steps} gradient steps per round, "
-          f"median of {args.rounds} rounds, 1 thread, CPU {torch.backends.cpu.get_cpu_capability()}")
+          f"median of {args.rounds} rounds, 1 thread, CPU {torch.backends.cpu.get_cpu_capability()}; "
+          f"drawing a batch alone: {sample_ms:.2f} ms")
     for index, (path, state) in enumerate(zip(args.checkpoints, states, strict=True)):
-        sub, total = subnormal_share(state["agent"])
+        sub, total = subnormals[index]
         row = f"  step {state['step']:>7,}  subnormal {sub:>9,} of {total:,} ({sub / total:.2%})"
         for flush in modes:
             ms = statistics.median(times[(index, flush)]) * 1e3
