@@ -467,3 +467,15 @@ def test_a_report_on_exports_alone_still_knows_which_trials_are_missing(tmp_path
     # exporting again (the sweep went on) keeps the newest manifest and rewrites no trial
     again = CliRunner().invoke(app, ["export", str(root), "--out", str(out)])
     assert "0 exported, 3 already there" in again.output
+
+
+def test_load_results_refuses_a_path_that_is_not_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not an empty frame (which later fails as a missing column): an error naming the path and, for a relative
+    one, the directory it was read from (a notebook runs in its own folder)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"results/trials does not exist \\(relative to {tmp_path}\\)"):
+        load_results("results/trials")
+    with pytest.raises(FileNotFoundError, match="does not exist: give a sweep directory"):
+        load_results(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    assert load_results(tmp_path / "empty").empty  # there but empty: a sweep that has not started

@@ -172,6 +172,19 @@ def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:
                          "not started", config)
 
 
+def _require_exists(fs: Any, root: str, path: str) -> None:
+    """A path that is not there is a mistake (often a relative path from another working directory, as a
+    notebook's is its own folder), not an empty sweep: say so instead of returning no rows."""
+    import os
+
+    import pyarrow.fs
+
+    if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
+        where = "" if "://" in path or os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise FileNotFoundError(f"{path} does not exist{where}: give a sweep directory written by `romi sweep`, "
+                                "a storage root, a run directory, or a directory of exported trials")
+
+
 def _key(trial: _Trial, sweep: str) -> tuple[str, str, str, int]:
     return sweep, trial.identity["task"], trial.identity["method"], trial.identity["seed"]
 
@@ -182,11 +195,12 @@ def load_results(*paths: str) -> pd.DataFrame:
     Columns: sweep, trial, task, method, seed, profile, status, method_label, dataset_id,
     score_headline and normalised_with (see `HEADLINE`), step, score (D4RL-normalised), score_local,
     return_mean, return_std, discrepancy, steps_per_second, wall_time, the training losses as `train/...`,
-    and the trial's config overrides as `config/...`.
+    and the trial's config overrides as `config/...`. A path that does not exist raises FileNotFoundError.
     """
     rows: list[dict[str, Any]] = []
     for path in paths:
         fs, root = filesystem(str(path))
+        _require_exists(fs, root, str(path))
         found = list(_find_trials(fs, root))
         # A manifest's trial is found when its sweep has it, or when it was exported (`romi export`
         # keeps the manifest beside the exported run directories, which no longer know their sweep).
