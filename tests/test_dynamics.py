@@ -245,12 +245,16 @@ def test_an_interrupted_fit_resumes_to_the_same_model(tmp_path) -> None:
     with pytest.raises(_Interrupt):
         DynamicsModel(3, 2, config, "reverse").fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0,
                                                    progress_callback=stop_after_epoch_4)
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 4
+    interrupted = torch.load(checkpoint, weights_only=True)
+    assert interrupted["epoch"] == 4 and interrupted["seconds"] > 0
     resumed = DynamicsModel(3, 2, config, "reverse")
     epochs_run: list[int] = []
     report = resumed.fit(t, seed=3, checkpoint=checkpoint, checkpoint_every_s=0,
                          progress_callback=lambda e, _: epochs_run.append(e))
     assert epochs_run == [5, 6, 7, 8] and report.resumed_from_epoch == 4 and report.epochs == 8
+    # The fit's wall time counts both calls, not only the one that finished it.
+    assert report.total_seconds == pytest.approx(interrupted["seconds"] + report.train_seconds)
+    assert whole_report.total_seconds == whole_report.train_seconds and whole_report.resumed_from_epoch == 0
     sd_whole, sd_resumed = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(sd_whole[k], sd_resumed[k]) for k in sd_whole)
     assert report.holdout_mse == whole_report.holdout_mse and report.elites == whole_report.elites

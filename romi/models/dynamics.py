@@ -74,6 +74,9 @@ class FitReport:
     num_holdout: int
     resumed_from_epoch: int = 0
     """The epoch an interrupted fit was continued from (0: trained from scratch)."""
+    total_seconds: float = 0.0
+    """Wall time of the whole fit, every call that trained it (an interrupted call counted up to its last
+    saved epoch: the epochs after it were trained again)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +203,7 @@ class DynamicsModel(nn.Module):
 
         best = torch.full((E,), float("inf"), device=device)
         snapshots: list[dict[str, torch.Tensor] | None] = [None] * E
-        epochs_since_update, epoch = 0, 0
+        epochs_since_update, epoch, earlier_seconds = 0, 0, 0.0
         # Everything above is replayed from the seed; what the epochs changed comes from the checkpoint.
         saved = torch.load(checkpoint, map_location=device, weights_only=True) if (
             checkpoint is not None and checkpoint.is_file()) else None
@@ -212,6 +215,7 @@ class DynamicsModel(nn.Module):
             best, snapshots = saved["best"], saved["snapshots"]
             epoch, epochs_since_update = saved["epoch"], saved["epochs_since_update"]
             gen.set_state(saved["generator"])
+            earlier_seconds = float(saved.get("seconds", 0.0))  # checkpoints before this field: unknown, 0
         resumed_from_epoch = epoch
         last_saved = time.perf_counter()
 
@@ -254,6 +258,7 @@ class DynamicsModel(nn.Module):
                     "seed": seed, "num_train": num_train, "epoch": epoch, "epochs_since_update": epochs_since_update,
                     "ensemble": self.ensemble.state_dict(), "optimizer": optimizer.state_dict(),
                     "best": best, "snapshots": snapshots, "generator": gen.get_state(),
+                    "seconds": earlier_seconds + last_saved - started,
                 }, checkpoint)
             if progress_callback is not None:
                 progress_callback(
@@ -276,10 +281,11 @@ class DynamicsModel(nn.Module):
             epochs=epoch,
             holdout_mse=[float(v) for v in final_mse],
             elites=[int(i) for i in elites],
-            train_seconds=time.perf_counter() - started,
+            train_seconds=(seconds := time.perf_counter() - started),
             num_train=num_train,
             num_holdout=num_holdout,
             resumed_from_epoch=resumed_from_epoch,
+            total_seconds=earlier_seconds + seconds,
         )
 
     def _member_state(self, member: int) -> dict[str, torch.Tensor]:
