@@ -41,6 +41,10 @@ class DatasetExistsError(RomiError):
     """Refusing to overwrite an existing dataset."""
 
 
+class ResultsNotFoundError(RomiError, FileNotFoundError):
+    """A sweep, run or exported-trials directory that is not there."""
+
+
 class ConfigError(RomiError):
     """An invalid configuration key or value."""
 

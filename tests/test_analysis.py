@@ -475,7 +475,7 @@ def test_load_results_refuses_a_path_that_is_not_there(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=f"results/trials does not exist \\(relative to {tmp_path}\\)"):
         load_results("results/trials")
-    with pytest.raises(FileNotFoundError, match="does not exist: give a sweep directory"):
+    with pytest.raises(FileNotFoundError, match="does not exist\n  fix: give a sweep directory"):
         load_results(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     assert load_results(tmp_path / "empty").empty  # there but empty: a sweep that has not started

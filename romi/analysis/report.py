@@ -12,7 +12,7 @@ from romi.analysis import plots
 from romi.analysis.claims import check_claims, claims_markdown
 from romi.analysis.imagined import write_buffer_content
 from romi.analysis.policy_episodes import write_where_policies_go
-from romi.analysis.results import load_results, summarize_trials
+from romi.analysis.results import check_sweep_paths, load_results, summarize_trials
 from romi.analysis.tables import OUR_METHODS, PaperTable, paper_numbers, paper_table
 from romi.errors import DatasetMissingError, RomiError
 from romi.io import atomic_write_text, check_writable_dir
@@ -41,21 +41,6 @@ def relevant_tables(results: pd.DataFrame) -> list[int]:
         if hit["method"].nunique() >= 2:
             chosen.append(table)
     return chosen
-
-
-def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
-    """Local sweep paths must be existing directories (URIs are read as they are)."""
-    for sweep in sweeps:
-        if is_remote(sweep):
-            continue
-        path = Path(sweep.removeprefix("file://")).expanduser()
-        if not path.exists():
-            raise RomiError(f"{path} does not exist",
-                            "give a sweep directory written by `romi sweep` (e.g. runs/sweeps/quick) or a run "
-                            "directory of `romi train`")
-        if not path.is_dir():
-            raise RomiError(f"{path} is a file, not a sweep directory",
-                            f"give the directory that holds the sweep's trials (e.g. {path.parent})")
 
 
 def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, models: Path | None = None,

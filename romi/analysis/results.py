@@ -15,11 +15,13 @@ import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from romi.errors import ResultsNotFoundError, RomiError
 from romi.layout import (
     CONFIG_FILE,
     EVALUATIONS_FILE,
@@ -30,7 +32,7 @@ from romi.layout import (
     TrialStatus,
     read_evaluation_lines,
 )
-from romi.storage import filesystem
+from romi.storage import filesystem, is_remote
 
 __all__ = ["STATUSES", "headline", "load_results", "summarize_trials"]
 
@@ -172,17 +174,22 @@ def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:
                          "not started", config)
 
 
-def _require_exists(fs: Any, root: str, path: str) -> None:
-    """A path that is not there is a mistake (often a relative path from another working directory, as a
-    notebook's is its own folder), not an empty sweep: say so instead of returning no rows."""
-    import os
-
-    import pyarrow.fs
-
-    if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
-        where = "" if "://" in path or os.path.isabs(path) else f" (relative to {os.getcwd()})"
-        raise FileNotFoundError(f"{path} does not exist{where}: give a sweep directory written by `romi sweep`, "
-                                "a storage root, a run directory, or a directory of exported trials")
+def check_sweep_paths(sweeps: tuple[str, ...]) -> None:
+    """Local sweep paths must be existing directories (URIs are read as they are). A missing one is a
+    mistake (often a relative path read from another working directory: a notebook's is its own folder),
+    not an empty sweep."""
+    for sweep in sweeps:
+        if is_remote(sweep):
+            continue
+        path = Path(sweep.removeprefix("file://")).expanduser()
+        if not path.exists():
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise ResultsNotFoundError(f"{path} does not exist{where}",
+                                       "give a sweep directory written by `romi sweep` (e.g. runs/sweeps/quick) "
+                                       "or a run directory of `romi train`")
+        if not path.is_dir():
+            raise RomiError(f"{path} is a file, not a sweep directory",
+                            f"give the directory that holds the sweep's trials (e.g. {path.parent})")
 
 
 def _key(trial: _Trial, sweep: str) -> tuple[str, str, str, int]:
@@ -195,12 +202,13 @@ def load_results(*paths: str) -> pd.DataFrame:
     Columns: sweep, trial, task, method, seed, profile, status, method_label, dataset_id,
     score_headline and normalised_with (see `HEADLINE`), step, score (D4RL-normalised), score_local,
     return_mean, return_std, discrepancy, steps_per_second, wall_time, the training losses as `train/...`,
-    and the trial's config overrides as `config/...`. A path that does not exist raises FileNotFoundError.
+    and the trial's config overrides as `config/...`. A local path that does not exist raises
+    `ResultsNotFoundError` (a `FileNotFoundError`).
     """
+    check_sweep_paths(tuple(str(path) for path in paths))
     rows: list[dict[str, Any]] = []
     for path in paths:
         fs, root = filesystem(str(path))
-        _require_exists(fs, root, str(path))
         found = list(_find_trials(fs, root))
         # A manifest's trial is found when its sweep has it, or when it was exported (`romi export`
         # keeps the manifest beside the exported run directories, which no longer know their sweep).

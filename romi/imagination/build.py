@@ -119,8 +119,8 @@ def dynamics_model(store: ArtifactStore, data: Transitions, identity: DataIdenti
     if artifact.built:
         info = artifact.info
         resumed = (f" (continued from epoch {info['resumed_from_epoch']}: {info['train_seconds']:.1f} s in this run)"
-                   if info.get("resumed_from_epoch") else "")
-        log(f"dynamics ({direction}): trained in {info['epochs']} epochs, {info.get('total_seconds', 0.0):.1f} s"
+                   if info["resumed_from_epoch"] else "")
+        log(f"dynamics ({direction}): trained in {info['epochs']} epochs, {info['total_seconds']:.1f} s"
             f"{resumed}, elite holdout MSE {min(info['holdout_mse']):.4g} -> {artifact.path}")
     else:
         log(f"dynamics ({direction}): loaded {artifact.path}")
