@@ -29,6 +29,7 @@ from romi.artifacts import ArtifactStore
 from romi.config import RunConfig
 from romi.data.minari_io import load_dataset
 from romi.data.transitions import Transitions
+from romi.divergence import ValueBound, diverged_at
 from romi.envs import make_eval_env
 from romi.errors import CheckpointError, TrainingDivergedError
 from romi.evaluation import Evaluator, Scores
@@ -62,6 +63,10 @@ class EvalRecord(Scores):
     """The dataset trained on: `local/...` ones are scored with `score_local` in the tables."""
     method_label: str = ""
     """The method as tables name it, with a tag for each setting off the paper's (`BCQ (rw)`)."""
+    value_bound_low: float | None = None
+    value_bound_high: float | None = None
+    """The range every true Q lies in on the rewards this run trains on (`romi.divergence`): a `train/q_mean`
+    outside it means the critic has diverged. None when unbounded (gamma = 1), as JSON has no inf."""
     cpu: str = ""
     """The CPU the steps up to this evaluation ran on (`romi.nets.cpu_kind`; a run resumed on another
     machine changes it mid-run): numbers are bit-for-bit reproducible on the same kind only."""
@@ -117,6 +122,14 @@ class Run:
             buffer, seconds = build.model_buffer(artifacts, data, identity, task, config, max_action, buffer_builder,
                                                  real_weights, log, self.reporter)
             self.stage_seconds.update(seconds)
+        rewards = [float(data.rewards.min()), float(data.rewards.max())]
+        if buffer is not None and len(buffer):
+            rewards += [float(buffer.rewards.min()), float(buffer.rewards.max())]
+        self.value_bound = ValueBound.of(min(rewards), max(rewards), learner_config(config).gamma)
+        """Where Q must stay on this run's rewards (dataset, and model buffer when there is one)."""
+        log(f"value bound: Q in [{self.value_bound.low:g}, {self.value_bound.high:g}] (rewards in "
+            f"[{min(rewards):g}, {max(rewards):g}], gamma {learner_config(config).gamma:g}); a mean Q outside it "
+            "is flagged as diverged")
         self.sampler = MixedSampler(data, buffer, model_share=config.model_share or 0.0, real_weights=real_weights,
                                     batch_size=learner_config(config).batch_size, seed=config.seed,
                                     device=config.device)
@@ -165,7 +178,8 @@ class Run:
         record = EvalRecord(
             **asdict(self.evaluator(self.agent.act, self.step)), step=self.step, steps_per_second=steps_per_second,
             wall_time=self._wall_offset + time.perf_counter() - self._started_at, train=train or {},
-            dataset_id=self.dataset_id, method_label=config.method_label, cpu=cpu_kind())
+            dataset_id=self.dataset_id, method_label=config.method_label, **self.value_bound.as_record(),
+            cpu=cpu_kind())
         check_finite(record.flat(), "evaluation", config, self.step)
         identity = {"task": config.task, "method": config.method, "seed": config.seed, "profile": config.profile}
         self.history.append({**identity, **record.flat(), "done_fraction": self.step / (config.gradient_steps or 1)})
@@ -186,7 +200,15 @@ class Run:
             "last_k_score_local": float(np.mean(local[-k:])) if local else float("nan"),
             "stage_seconds": self.stage_seconds,
             "cpus": cpus_of(self.history),
+            "value_bound": list(self.value_bound.as_record().values()),
+            "diverged_at_step": self.diverged_at_step,
+            "q_mean_peak": max((h["train/q_mean"] for h in self.history if "train/q_mean" in h), default=None),
         }
+
+    @property
+    def diverged_at_step(self) -> int | None:
+        """The step of the first evaluation whose mean Q left `value_bound` (None: it never has)."""
+        return diverged_at(self.history)
 
     # ---- saving and continuing ---------------------------------------------------------------
     def save(self, directory: Path) -> None:

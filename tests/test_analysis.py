@@ -131,7 +131,7 @@ def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
     assert list(table.numbers.index) == [TASK]
     shown = table.display("markdown")
     assert list(shown.columns) == ["normalised with", "ROMI-BCQ", "FOMI-BCQ", "BCQ", "ROMI-BCQ [D4RL refs]",
-                                   "FOMI-BCQ [D4RL refs]", "BCQ [D4RL refs]", "Delta", "paper ROMI-BCQ",
+                                   "FOMI-BCQ [D4RL refs]", "BCQ [D4RL refs]", "Delta (D4RL refs)", "paper ROMI-BCQ",
                                    "paper FOMI-BCQ", "paper BCQ", "paper Delta"]
     # Headline: local refs (score_local = score - 5 here); the D4RL-ref numbers stand beside them.
     assert shown.loc[TASK, "normalised with"] == "local refs"
@@ -142,7 +142,7 @@ def test_table3_layout_bold_delta_and_paper_numbers(sweep: Path) -> None:
     assert shown.loc[TASK, "FOMI-BCQ"] == "10.0 ± 5.0 (n=2)†"
     # BCQ seed 2 failed at 10.0 (45 * 100/300 - 5): it is counted with its last evaluation.
     assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7 (n=3)†"
-    assert shown.loc[TASK, "Delta"] == "95.0†"
+    assert shown.loc[TASK, "Delta (D4RL refs)"] == "95.0†"
     assert shown.loc[TASK, "paper ROMI-BCQ"] == "139.5 ± 3.6" and shown.loc[TASK, "paper Delta"] == "98.4"
     assert set(table.missing["status"]) == {"failed", "not started"}
     assert "textbf" not in table.to_latex() and "<b>" not in table.to_html()
@@ -153,7 +153,7 @@ def test_complete_rows_bold_the_best_and_show_n(tmp_path: Path) -> None:
     table = paper_table(load_results(str(_complete_sweep(tmp_path))), 3)
     shown = table.display("markdown")
     assert shown.loc[TASK, "ROMI-BCQ"] == "**125.0 ± 10.0 (n=2)**" and shown.loc[TASK, "BCQ"] == "40.0 ± 5.0 (n=2)"
-    assert shown.loc[TASK, "Delta"] == "85.0"
+    assert shown.loc[TASK, "Delta (D4RL refs)"] == "85.0"
     assert not table.incomplete and "†" not in table.to_markdown()
     assert r"\textbf{125.0" in table.to_latex() and "<b>125.0" in table.to_html()
     assert table.to_markdown().startswith("Table 3. Ours:") and "'local refs'" in table.caption
@@ -166,7 +166,7 @@ def test_a_run_off_the_papers_settings_gets_its_own_column(sweep: Path) -> None:
     assert shown.loc[TASK, "BCQ (rw)"] == "85.0 (n=1)†"  # one seed: no spread to show
     assert shown.loc[TASK, "BCQ (rw) [D4RL refs]"] == "90.0†"  # ... in either refs
     assert shown.loc[TASK, "BCQ"] == "30.0 ± 14.7 (n=3)†", "the uniform baseline's column is untouched"
-    assert shown.loc[TASK, "Delta"] == "95.0†", "Delta compares with the paper's BCQ, not the variant"
+    assert shown.loc[TASK, "Delta (D4RL refs)"] == "95.0†", "Delta compares with the paper's BCQ, not the variant"
 
 
 def test_paper_numbers_cover_tables_1_to_4() -> None:

@@ -138,7 +138,9 @@ class BCQ:
             "actor_loss": actor_loss.item(),
             "vae_loss": vae_loss.item(),
             "q_mean": q.detach().mean().item(),
+            "q_max": q.detach().max().item(),
             "target_mean": target.mean().item(),
+            "target_max": target.max().item(),
             **{f"vae_{k}": v for k, v in vae_metrics.items()},
         }
 

@@ -151,6 +151,8 @@ class CQL:
             "critic_loss": critic_loss.item(), "td_loss": td_loss.detach().mean().item(),
             "cql_penalty": penalty.detach().mean().item(), "policy_loss": policy_loss.item(),
             "alpha": alpha.item(), "alpha_loss": alpha_loss.item(), "q_mean": q_data.detach().mean().item(),
+            "q_max": q_data.detach().max().item(), "target_mean": target.mean().item(),
+            "target_max": target.max().item(),
             "entropy": -logp.detach().mean().item(),
         }
 

@@ -35,7 +35,9 @@ CAPTION = (
     "of B) pairs, how many are in the paper's order (3 seeds against 3: 9 of 9 happens by chance once in "
     "20 when the methods are alike). holds: every pair in the paper's order; leans: the means are, not "
     "every pair; reversed: the means are in the other order; fails (ROMI-BCQ as close as BCQ): ROMI-BCQ's "
-    "discrepancy is above BCQ's and nearer FOMI-BCQ's. (incomplete): a method still lacks seeds or steps."
+    "discrepancy is above BCQ's and nearer FOMI-BCQ's. (incomplete): a method still lacks seeds or steps. not "
+    "counted: a side's critic diverged (its mean Q left the value bound r_max / (1 - gamma)), so the ordering "
+    "is shown but is no evidence for or against the paper."
 )
 
 
@@ -93,6 +95,13 @@ def check_claims(summary: pd.DataFrame, tables: dict[int, PaperTable]) -> pd.Dat
         rows = paper_settings[(paper_settings["task"] == task) & (paper_settings["method"] == method)]
         return rows[column].dropna().to_numpy(dtype=float)
 
+    def diverged(task: str, method: str) -> list[str]:
+        """`BCQ diverged in 3 of 3 seeds`, when any of the method's trials left its value bound."""
+        rows = paper_settings[(paper_settings["task"] == task) & (paper_settings["method"] == method)]
+        if "diverged_at_step" not in rows or not rows["diverged_at_step"].notna().any():
+            return []
+        return [f"{method} diverged in {int(rows['diverged_at_step'].notna().sum())} of {len(rows)} seeds"]
+
     def complete(table: PaperTable, task: str, *methods: str) -> bool:
         # (a method that ran only off the paper's settings, e.g. as `BCQ (rw)`, has no column of its own)
         return all(("ours", m, "complete") in table.numbers and bool(table.numbers.loc[task, ("ours", m, "complete")])
@@ -114,30 +123,35 @@ def check_claims(summary: pd.DataFrame, tables: dict[int, PaperTable]) -> pd.Dat
                     order = Ordering(seeds(task, above, "headline_score"), seeds(task, below, "headline_score"))
                     rows.append(_row(f"Table {number}", task, f"{above} scores above {below} ({refs})",
                                      f"{p_above:.1f} vs {p_below:.1f}", order, 1,
-                                     complete(table, task, above, below)))
+                                     complete(table, task, above, below),
+                                     diverged=diverged(task, above) + diverged(task, below)))
             if number == 3 and task.startswith(MAZES):
-                rows += _discrepancy_rows(task, seeds, complete(table, task, *methods))
+                rows += _discrepancy_rows(task, seeds, complete(table, task, *methods), diverged)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
 def _row(source: str, task: str, claim: str, paper: str, order: Ordering, digits: int, complete: bool,
-         verdict: str | None = None) -> dict[str, str]:
-    """`verdict`: given when the claim is not an ordering of `order` (then no seed pairs are counted)."""
+         verdict: str | None = None, diverged: list[str] | None = None) -> dict[str, str]:
+    """`verdict`: given when the claim is not an ordering of `order` (then no seed pairs are counted).
+    `diverged`: which side's critics left their value bound; such a comparison is reported, never counted
+    as holding (a diverged learner is not the method the paper ran)."""
     pairs = f"{order.pairs_in_order} of {order.pairs}" if order.pairs and verdict is None else "—"
     verdict = verdict or order.verdict()
+    if diverged and verdict != "not run":
+        verdict = f"not counted: {', '.join(diverged)} (the seeds' order: {verdict})"
     return {"source": source, "task": task, "claim": claim, "paper": paper,
             "ours": f"{_stat(order.above, digits)} vs {_stat(order.below, digits)}", "seed pairs": pairs,
             "verdict": verdict if complete or verdict == "not run" else f"{verdict} (incomplete)"}
 
 
-def _discrepancy_rows(task: str, seeds, complete: bool) -> list[dict[str, str]]:
+def _discrepancy_rows(task: str, seeds, complete: bool, diverged) -> list[dict[str, str]]:
     """Figure 3j: FOMI-BCQ strays further from the data than ROMI-BCQ and BCQ, and ROMI-BCQ is about as
     close as BCQ (read here as: ROMI-BCQ's mean discrepancy is at most BCQ's, or nearer BCQ's than
     FOMI-BCQ's; else the claim `fails`)."""
     romi, fomi, bcq = (seeds(task, m, "discrepancy") for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ"))
     source = "Figure 3j" if task == "maze2d-umaze-sparse" else "Appendix G"
     rows = [_row(source, task, f"FOMI-BCQ strays further from the data than {other}", "qualitative",
-                 Ordering(fomi, values), 3, complete)
+                 Ordering(fomi, values), 3, complete, diverged=diverged(task, "FOMI-BCQ") + diverged(task, other))
             for other, values in (("ROMI-BCQ", romi), ("BCQ", bcq))]
     close = Ordering(romi, bcq)
     if romi.size and fomi.size and bcq.size:
@@ -150,7 +164,8 @@ def _discrepancy_rows(task: str, seeds, complete: bool) -> list[dict[str, str]]:
                  f"{to_fomi:.3f} from FOMI-BCQ's)")
     else:
         verdict, claim = "not run", "ROMI-BCQ is about as close to the data as BCQ"
-    rows.append(_row(source, task, claim, "qualitative", close, 3, complete, verdict))
+    rows.append(_row(source, task, claim, "qualitative", close, 3, complete, verdict,
+                     diverged=[d for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ") for d in diverged(task, m)]))
     return rows
 
 

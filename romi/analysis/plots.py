@@ -88,6 +88,57 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     return _save(fig, out)
 
 
+def q_curves(results: pd.DataFrame, out: Path) -> list[Path]:
+    """One panel per task: the critics' mean Q on their batches (`train/q_mean`) against gradient steps, one
+    thin line per seed and the seeds' mean per method label, on a log axis (a diverged critic grows by
+    decades), with the value bound r_max / (1 - gamma) as a dashed line per distinct bound and a cross
+    where a trial first left it (`romi.divergence`)."""
+    from romi.analysis.results import divergence
+    from romi.divergence import HIGH_KEY, Q_KEY, task_bound
+
+    if Q_KEY not in results:
+        return []
+    data = results.dropna(subset=[Q_KEY, "step"])
+    tasks = sorted(data["task"].unique())
+    if not tasks:
+        return []
+    flags = divergence(data).reset_index()
+    cols = min(3, len(tasks))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        of_task = data[data["task"] == task]
+        for method, group in of_task.groupby("method_label"):
+            colour = METHOD_COLOURS.get(str(method).split(" (")[0])
+            for _, seed_rows in group.groupby("seed"):
+                ax.plot(seed_rows["step"], seed_rows[Q_KEY].clip(lower=1e-3), color=colour, alpha=0.35, lw=0.8)
+            mean = group.groupby("step")[Q_KEY].mean()
+            ax.plot(mean.index, mean.clip(lower=1e-3), color=colour, lw=2,
+                    label=f"{method} ({group['seed'].nunique()} seeds)")
+            hit = flags[(flags["task"] == task) & (flags["method"] == group["method"].iloc[0])
+                        & flags["diverged_at_step"].notna()]
+            for _, flag in hit.iterrows():
+                q = group[(group["seed"] == flag["seed"]) & (group["step"] == flag["diverged_at_step"])][Q_KEY]
+                ax.plot([flag["diverged_at_step"]], q.to_numpy()[:1], marker="x", color=colour, ms=8, mew=2)
+        bounds = set(of_task[HIGH_KEY].dropna())
+        fallback = task_bound(task, 0.99)
+        if not bounds and fallback is not None:
+            bounds = {fallback.high}
+        for bound in sorted(bounds):
+            ax.axhline(bound, color="black", ls="--", lw=1)
+            ax.annotate(f"r_max / (1 - γ) = {bound:g}", (0.01, bound), xycoords=("axes fraction", "data"),
+                        va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(task)
+        ax.set_xlabel("gradient steps")
+        ax.xaxis.set_major_formatter(_thousands)
+        ax.set_ylabel("mean Q(s, a) on batches")
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    return _save(fig, out)
+
+
 def ours_vs_paper(table: PaperTable, out: Path) -> list[Path]:
     """Grouped bars per task: each of our methods (headline scores) beside the paper's number for it."""
     methods = list(table.labels)

@@ -82,6 +82,8 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
     if figures:
         log("drawing the learning curves")
         report.files += plots.learning_curves(results, out / "learning_curves")
+        log("drawing the critics' Q against their value bound")
+        report.files += plots.q_curves(results, out / "q_curves")
         log("drawing the trajectory discrepancy by method")
         report.files += plots.discrepancy_by_method(results, out / "discrepancy")
         from romi.data.minari_io import resolve_dataset_id

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from romi.divergence import HIGH_KEY, LOW_KEY, Q_KEY, diverged_at, task_bound
 from romi.errors import ResultsNotFoundError, RomiError
 from romi.layout import (
     CONFIG_FILE,
@@ -39,6 +40,8 @@ __all__ = ["STATUSES", "headline", "load_results", "summarize_trials"]
 IDENTITY = ["sweep", "trial", "task", "method", "seed", "profile"]
 METRICS = ["step", "score", "score_local", "return_mean", "return_std", "discrepancy", "steps_per_second",
            "wall_time"]
+BOUNDS = [LOW_KEY, HIGH_KEY]
+"""The value bound each evaluation was judged by (`romi.divergence`; NaN in records from before it)."""
 LABELS = ["method_label", "dataset_id"]
 """Per-record strings: the method as tables name it (`BCQ (rw)` off the paper's settings) and the data."""
 HEADLINE = ["score_headline", "normalised_with"]
@@ -201,8 +204,10 @@ def load_results(*paths: str) -> pd.DataFrame:
 
     Columns: sweep, trial, task, method, seed, profile, status, method_label, dataset_id,
     score_headline and normalised_with (see `HEADLINE`), step, score (D4RL-normalised), score_local,
-    return_mean, return_std, discrepancy, steps_per_second, wall_time, the training losses as `train/...`,
-    and the trial's config overrides as `config/...`. A local path that does not exist raises
+    return_mean, return_std, discrepancy, steps_per_second, wall_time, the training losses as `train/...`
+    (`train/q_mean`: the critics' mean Q on the batches since the previous evaluation), the value bound
+    each evaluation was judged by (`value_bound_low`, `value_bound_high`; NaN in records from before it
+    was measured) and the trial's config overrides as `config/...`. A local path that does not exist raises
     `ResultsNotFoundError` (a `FileNotFoundError`).
     """
     check_sweep_paths(tuple(str(path) for path in paths))
@@ -224,7 +229,7 @@ def load_results(*paths: str) -> pd.DataFrame:
             for record in trial.records:
                 row = dict(base)
                 for key, value in record.items():
-                    if key in METRICS or key in LABELS or key.startswith("train/"):
+                    if key in METRICS or key in LABELS or key in BOUNDS or key.startswith("train/"):
                         row[key] = value
                 rows.append(row)
     frame = pd.DataFrame(rows)
@@ -236,6 +241,9 @@ def load_results(*paths: str) -> pd.DataFrame:
     for column in LABELS:
         if column not in frame:
             frame[column] = None
+    for column in BOUNDS:
+        if column not in frame:
+            frame[column] = np.nan
     # Records written before method labels existed (and trials with no evaluation yet) carry none:
     # their method ran with the paper's settings unless a `config/` override says otherwise.
     frame["method_label"] = frame["method_label"].fillna(frame["method"])
@@ -282,6 +290,41 @@ def summarize_trials(results: pd.DataFrame, last_k: int = 1) -> pd.DataFrame:
         discrepancy=("discrepancy", "last"),
         wall_time=("wall_time", "last"),
     )
-    summary = trials.join(evaluated).reset_index()
+    summary = trials.join(evaluated).join(divergence(results)).reset_index()
     summary["evaluations"] = summary["evaluations"].fillna(0).astype(int)  # a trial with none joins as NaN
     return summary
+
+
+DIVERGENCE = ["diverged_at_step", "q_peak", "value_bound_high", "bound_from"]
+"""`summarize_trials`' divergence columns: the step at which the trial's mean Q first left its value bound
+(NaN: never), the largest mean Q it reported, the upper bound, and where the bound came from ('run': the
+records carry it; 'task': records from before it was measured, judged by the task's reward range;
+'' where neither is known)."""
+
+
+def divergence(results: pd.DataFrame) -> pd.DataFrame:
+    """Per trial (index sweep, trial, task, method, seed): the `DIVERGENCE` columns (`romi.divergence`)."""
+    keys = ["sweep", "trial", "task", "method", "seed"]
+    rows = {}
+    for key, trial in results.dropna(subset=["step"]).sort_values([*keys, "step"]).groupby(keys, sort=True):
+        records = trial.to_dict("records")
+        gamma = _gamma(trial)
+        fallback = task_bound(str(key[2]), gamma)
+        carried = trial[HIGH_KEY].notna().any()
+        step = diverged_at(records, fallback)
+        high = trial[HIGH_KEY].dropna().max() if carried else (fallback.high if fallback else np.nan)
+        q = trial[Q_KEY] if Q_KEY in trial else pd.Series(dtype=float)
+        rows[key] = {"diverged_at_step": np.nan if step is None else step,
+                     "q_peak": float(q.max()) if q.notna().any() else np.nan, "value_bound_high": high,
+                     "bound_from": "run" if carried else "task" if fallback else ""}
+    index = pd.MultiIndex.from_tuples(list(rows), names=keys) if rows else pd.MultiIndex.from_arrays(
+        [[]] * len(keys), names=keys)
+    return pd.DataFrame(list(rows.values()), index=index, columns=DIVERGENCE)
+
+
+def _gamma(trial: pd.DataFrame) -> float:
+    """The trial's discount: an override's, else the paper's 0.99 (BCQ's and CQL's)."""
+    for column in ("config/bcq.gamma", "config/cql.gamma"):
+        if column in trial and trial[column].notna().any():
+            return float(trial[column].dropna().iloc[0])
+    return 0.99

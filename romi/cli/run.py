@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from romi.cli.common import app, console, err_console, friendly_errors
+from romi.divergence import describe
 from romi.errors import RomiError
 
 if TYPE_CHECKING:
@@ -53,9 +54,13 @@ def train(
 
         def on_eval(record, run) -> None:
             reporter.status(f"score {record.score:6.1f}")
+            q = record.train.get("q_mean", float("nan"))
+            diverged = run.diverged_at_step
             bar.console.print(
                 f"step {record.step:>9,}  score {record.score:7.2f}  (local {record.score_local:7.2f})  "
-                f"return {record.return_mean:9.2f}  {record.steps_per_second:6.1f} steps/s"
+                f"return {record.return_mean:9.2f}  Q {q:8.2f} / bound {run.value_bound.high:g}  "
+                f"{record.steps_per_second:6.1f} steps/s" + (f"  {describe(diverged, run.value_bound)}" if diverged
+                                                             else "")
             )
 
         summary = train_run(config, run_dir, artifacts, on_eval=on_eval, log=log, reporter=reporter)
@@ -63,6 +68,10 @@ def train(
         f"[green]done[/] final score {summary['final_score']:.2f}, last-{config.eval.last_k} mean "
         f"{summary['last_k_score']:.2f} (local refs: {summary['final_score_local']:.2f}) -> {escape(str(run_dir))}"
     )
+    if summary.get("diverged_at_step") is not None:
+        console.print(f"[yellow]the critic diverged[/]: its mean Q left the value bound {summary['value_bound']} at "
+                      f"step {summary['diverged_at_step']:,} (peak {summary['q_mean_peak']:.1f}); its scores are "
+                      "those of a diverged learner")
 
 
 @app.command("imagine")

@@ -14,7 +14,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from romi.analysis.results import load_results
 from romi.artifacts import ArtifactStore
 from romi.config import DynamicsConfig, RunConfig
 from romi.data.minari_io import dataset_fingerprint, read_metadata
+from romi.divergence import diverged_at
 from romi.imagination import build
 from romi.layout import trial_name
 from romi.progress import format_duration
@@ -279,13 +280,18 @@ def eta_seconds(planned: float | None, elapsed: float, session_steps: int, plann
     return (1 - weight) * plan_left + weight * measured
 
 
-def format_progress(counts: Counts, eta: float | None, elapsed: float) -> str:
-    """`sweep: 3 done, 2 running, 4 pending | 35,000 / 90,000 steps (39%) | 12 min elapsed, ETA 18 min`."""
+def format_progress(counts: Counts, eta: float | None, elapsed: float,
+                    diverged: Mapping[str, int] | None = None) -> str:
+    """`sweep: 3 done, 2 running, 4 pending | 35,000 / 90,000 steps (39%) | 12 min elapsed, ETA 18 min`,
+    then `| diverged: <trial> at step 55,000` for every trial whose critic left its value bound."""
     failed = f", {counts.failed} failed" if counts.failed else ""
     share = 100.0 * counts.steps / max(counts.total_steps, 1)
-    return (f"sweep: {counts.done} done, {counts.running} running, {counts.pending} pending{failed} | "
+    line = (f"sweep: {counts.done} done, {counts.running} running, {counts.pending} pending{failed} | "
             f"{counts.steps:,} / {counts.total_steps:,} steps ({share:.0f}%) | "
             f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)}")
+    if diverged:
+        line += " | diverged: " + ", ".join(f"{name} at step {step:,}" for name, step in sorted(diverged.items()))
+    return line
 
 
 def make_progress_reporter(total_steps: dict[str, int], plan: SweepPlan | None, *, interval: float = 30.0,
@@ -308,10 +314,15 @@ def make_progress_reporter(total_steps: dict[str, int], plan: SweepPlan | None, 
             self.last_line: float | None = None
             self.last_counts: tuple[int, int, int, int] | None = None
             self.steps_at_start: int | None = None
+            self.diverged: dict[str, int] = {}
 
         def _rows(self, trials: list[Any]) -> list[tuple[str, int, int]]:
             # Tune creates a grid's trials a few at a time: the ones it has not created yet are pending too.
             known = {trial_name(trial.config): trial for trial in trials}
+            for name, trial in known.items():  # sticky: a critic that left its bound once has diverged
+                step = diverged_at([trial.last_result or {}])
+                if step is not None and name not in self.diverged:
+                    self.diverged[name] = step
             rows = []
             for name, total in total_steps.items():
                 trial = known.get(name)
@@ -340,6 +351,6 @@ def make_progress_reporter(total_steps: dict[str, int], plan: SweepPlan | None, 
             finished = counts.done + counts.failed == len(total_steps)
             eta = 0.0 if done and finished else eta_seconds(planned, elapsed, counts.steps - self.steps_at_start,
                                                planned_steps, counts.total_steps - counts.steps)
-            log(format_progress(counts, eta, elapsed))
+            log(format_progress(counts, eta, elapsed, self.diverged))
 
     return SweepProgress()
