@@ -28,7 +28,7 @@ from IPython.display import Markdown, display
 
 from romi.analysis import load_results, paper_table, summarize_trials
 from romi.analysis.claims import check_claims, claims_markdown
-from romi.analysis.plots import discrepancy_by_method, learning_curves, ours_vs_paper
+from romi.analysis.plots import discrepancy_by_method, learning_curves, ours_vs_paper, q_curves
 from romi.analysis.report import relevant_tables
 
 sweep = os.environ.get("ROMI_SWEEP", "runs/sweeps/quick")
@@ -49,8 +49,23 @@ trials = summarize_trials(results)
 trials
 
 # %% [markdown]
+# ## Did any critic diverge?
+# No Q can leave [min(0, r_min), max(0, r_max)] / (1 - gamma) on the rewards a learner trains on (maze2d
+# sparse: [0, 100]). A trial whose mean Q on its batches (`train/q_mean`) left that bound has
+# `diverged_at_step` set: its scores are a diverged learner's, the tables mark it ‡ and the claims do not
+# count it. `bound_from` says whether the run recorded its bound (`run`) or, for runs from before the bound
+# was measured, the task's reward range stands in (`task`).
+
+# %%
+trials[["task", "method", "seed", "steps", "diverged_at_step", "q_peak", "value_bound_high", "bound_from"]]
+
+# %%
+q_curves(results, out / "q_curves")
+display(Markdown(f"Q against steps, with the bound: `{out / 'q_curves.png'}`"))
+
+# %% [markdown]
 # ## The paper's tables, ours beside theirs
-# Mean ± std over seeds of each trial's final headline score; the best of ours in bold; for local data
+# Mean ± population std over seeds of each trial's final headline score; the best of ours in bold; for local data
 # the same returns normalised with D4RL's refs beside them (`[D4RL refs]`); the paper's columns to the
 # right (Table 3 adds the Delta of ROMI-BCQ over BCQ). Each table's caption says which refs it shows.
 

@@ -80,12 +80,16 @@ class Learner:
 
 
 class RomiBCQ(Learner):
-    def __init__(self, data: dict[str, Any], seed: int) -> None:
+    def __init__(self, data: dict[str, Any], seed: int, vae_log_std: tuple[float, float] | None = None) -> None:
         from romi.agents.bcq import BCQ
         from romi.config import BCQConfig
         from romi.rng import generator
 
         config = BCQConfig()
+        if vae_log_std is not None:
+            low, high = vae_log_std
+            config = config.model_copy(update={"vae": config.vae.model_copy(
+                update={"log_std_min": low, "log_std_max": high})})
         self.agent = BCQ(data["observations"].shape[1], data["actions"].shape[1], 1.0, config, seed=seed)
         self.columns = [torch.as_tensor(data[k]).float() for k in
                         ("observations", "actions", "rewards", "next_observations", "terminals")]
@@ -107,7 +111,7 @@ class RomiBCQ(Learner):
 
 
 class D3rlpyBCQ(Learner):
-    def __init__(self, data: dict[str, Any], seed: int) -> None:
+    def __init__(self, data: dict[str, Any], seed: int, vae_log_std: tuple[float, float] | None = None) -> None:
         import d3rlpy
 
         d3rlpy.seed(seed)
@@ -139,6 +143,9 @@ class D3rlpyBCQ(Learner):
         self.algo = config.create(device="cpu:0")
         self.algo.build_with_dataset(self.buffer)
         self.impl = self.algo.impl
+        if vae_log_std is not None:  # d3rlpy clamps the VAE's log-std to [-20, 2]; Fujimoto's code to [-4, 15]
+            encoder = self.impl.modules.vae_encoder
+            encoder._min_logstd, encoder._max_logstd = vae_log_std
         self.step_count = 0
 
     def step(self) -> tuple[float, float, float, float]:
@@ -222,11 +229,14 @@ class _FujimotoBuffer:
         return [c[rows] for c in self.columns]
 
 
-def make_learner(impl: str, data: dict[str, Any], seed: int, fujimoto_bcq: Path | None) -> Learner:
+def make_learner(impl: str, data: dict[str, Any], seed: int, fujimoto_bcq: Path | None,
+                 vae_log_std: tuple[float, float] | None = None) -> Learner:
     if impl == "romi":
-        return RomiBCQ(data, seed)
+        return RomiBCQ(data, seed, vae_log_std)
     if impl == "d3rlpy":
-        return D3rlpyBCQ(data, seed)
+        return D3rlpyBCQ(data, seed, vae_log_std)
+    if vae_log_std is not None:
+        raise SystemExit("--vae-log-std applies to romi and d3rlpy (the authors' code is run unchanged)")
     if fujimoto_bcq is None or not fujimoto_bcq.is_file():
         raise SystemExit("--impl fujimoto needs --fujimoto-bcq PATH/continuous_BCQ/BCQ.py (a checkout of sfujim/BCQ)")
     return FujimotoBCQ(data, seed, fujimoto_bcq)
@@ -234,13 +244,14 @@ def make_learner(impl: str, data: dict[str, Any], seed: int, fujimoto_bcq: Path 
 
 # ---- one run ----------------------------------------------------------------------------------
 def run(impl: str, data_path: Path, seed: int, steps: int, every: int, log_path: Path,
-        fujimoto_bcq: Path | None, episodes: int) -> None:
+        fujimoto_bcq: Path | None, episodes: int, vae_log_std: tuple[float, float] | None = None) -> None:
     from romi.envs import make_eval_env
     from romi.evaluation import Evaluator
     from romi.tasks import get_task
 
-    key = {"impl": impl, "seed": seed, "steps": steps, "data": str(data_path.name)}
-    done = [r for r in read_log(log_path) if all(r.get(k) == v for k, v in key.items())]
+    key = {"impl": impl, "seed": seed, "steps": steps, "data": str(data_path.name),
+           "variant": "" if vae_log_std is None else f"vae log-std in [{vae_log_std[0]:g}, {vae_log_std[1]:g}]"}
+    done = [r for r in read_log(log_path) if all(r.get(k, "") == v for k, v in key.items())]
     if done and done[-1]["step"] >= steps:
         print(f"{impl} seed {seed}: already in {log_path}")
         return
@@ -251,7 +262,7 @@ def run(impl: str, data_path: Path, seed: int, steps: int, every: int, log_path:
     torch.set_num_threads(1)
     data = load(data_path)
     task = get_task(str(data["task"]))
-    learner = make_learner(impl, data, seed, fujimoto_bcq)
+    learner = make_learner(impl, data, seed, fujimoto_bcq, vae_log_std)
     probe_rows = np.random.default_rng(12345).choice(len(data["observations"]), PROBE_STATES, replace=False)
     probe = torch.as_tensor(data["observations"][probe_rows]).float()
     evaluator = Evaluator(make_eval_env(task), data["observations"], episodes=episodes, seed=seed,
@@ -303,7 +314,8 @@ def show(log_path: Path, metric: str) -> None:
     """One row per (impl, seed), one column per logged step."""
     runs: dict[tuple[str, int, str], dict[int, float]] = {}
     for r in read_log(log_path):
-        runs.setdefault((r["impl"], r["seed"], r["data"]), {})[r["step"]] = r[metric]
+        impl = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")
+        runs.setdefault((impl, r["seed"], r["data"]), {})[r["step"]] = r[metric]
     steps = sorted({s for curve in runs.values() for s in curve})
     print(f"{metric} | " + " | ".join(f"{s // 1000}k" for s in steps))
     for (impl, seed, data), curve in sorted(runs.items()):
@@ -332,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--fujimoto-bcq", type=Path, default=os.environ.get("FUJIMOTO_BCQ"))
+    p.add_argument("--vae-log-std", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="clamp the behaviour VAE's log-std to [MIN, MAX] (romi, d3rlpy): the one setting in "
+                        "which d3rlpy's BCQ differs from the authors' ([-20, 2] against [-4, 15])")
     p = sub.add_parser("show")
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--metric", default="q_mean")
@@ -339,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "export":
         export(args.task, args.out)
     elif args.command == "run":
-        run(args.impl, args.data, args.seed, args.steps, args.every, args.log, args.fujimoto_bcq, args.episodes)
+        run(args.impl, args.data, args.seed, args.steps, args.every, args.log, args.fujimoto_bcq, args.episodes,
+            tuple(args.vae_log_std) if args.vae_log_std else None)
     else:
         show(args.log, args.metric)
 

@@ -182,6 +182,10 @@ class RunConfig(FrozenModel):
     seed: int = Field(0, ge=0)
     profile: Profile = "paper"
     data_source: Literal["auto", "official", "local"] = "auto"
+    data_recipe: str | None = None
+    """Which recipe made the local data (`TaskSpec.data_recipes`; maze2d: `d4rl`, the paper's generator, or
+    `minari`, Minari's). None: the task's default. A non-default recipe means local data, and is tagged in
+    the method's label (`BCQ (minari data)`): never the paper's column."""
     gradient_steps: int | None = Field(None, ge=1)
     """None: 1e6 for BCQ, 1.5e6 for CQL (spec §4)."""
     model_share: float | None = Field(None, ge=0, le=1)
@@ -218,7 +222,9 @@ class RunConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _check_task(self) -> RunConfig:
-        get_task(self.task)  # raises UnknownTaskError with suggestions
+        task = get_task(self.task)  # raises UnknownTaskError with suggestions
+        if self.data_recipe is not None:
+            task.local_dataset_id(self.data_recipe)  # raises, naming the task's recipes
         return self
 
     # --- resolved views: the values a run actually uses -------------------------------------
@@ -245,6 +251,7 @@ class RunConfig(FrozenModel):
                 self.return_weighted if self.return_weighted is not None
                 else paper_return_weighted(self.task, self.method)
             ),
+            "data_recipe": self.data_recipe or task.default_data_recipe,
             "rollout_policy": self.rollout_policy.model_copy(update={"kind": kind}),
             "imagination": self.imagination.model_copy(
                 update={"horizon": self.imagination.horizon or task.paper.horizon}
@@ -264,6 +271,10 @@ class RunConfig(FrozenModel):
             )
         if self.precision != "fp32":
             found[self.precision] = f"precision={self.precision} (paper: fp32)"
+        default_recipe = get_task(self.task).default_data_recipe
+        if self.data_recipe is not None and self.data_recipe != default_recipe:
+            found[f"{self.data_recipe} data"] = (f"data_recipe={self.data_recipe} (paper: D4RL's data; "
+                                                 f"romi's twin: {default_recipe})")
         return found
 
     @property
@@ -433,5 +444,18 @@ def build_run_config(
 
 
 def load_run_config(text: str) -> RunConfig:
-    """Inverse of `RunConfig.to_json` (used when resuming from a checkpoint directory)."""
-    return RunConfig.model_validate(json.loads(text))
+    """Inverse of `RunConfig.to_json` (used when resuming from a checkpoint directory), for configs saved by
+    any romi version (`saved_config`)."""
+    return RunConfig.model_validate(saved_config(json.loads(text)))
+
+
+def saved_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json as this version reads it. Saved before `data_recipe` existed, a maze2d run trained
+    on the only local recipe there was, Minari's: say so, so it is never taken for a run on D4RL's recipe."""
+    if "data_recipe" not in data and isinstance(data.get("task"), str):
+        from romi.tasks import TASKS
+
+        task = TASKS.get(data["task"])
+        if task is not None and task.domain == "maze2d":
+            return {**data, "data_recipe": "minari"}
+    return data

@@ -26,7 +26,7 @@ import torch
 
 from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
-from romi.config import RunConfig
+from romi.config import RunConfig, saved_config
 from romi.data.minari_io import load_dataset
 from romi.data.transitions import Transitions
 from romi.divergence import ValueBound, diverged_at
@@ -100,9 +100,10 @@ class Run:
         torch.manual_seed(config.seed)  # library code draws from explicit generators; this is a backstop
 
         started = time.perf_counter()
-        self.dataset = dataset = load_dataset(task, config.data_source)
+        self.dataset = dataset = load_dataset(task, config.data_source, config.data_recipe)
         data = dataset.transitions
-        log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes)")
+        log(f"data: {self.dataset_id} ({len(data):,} transitions, {data.num_episodes:,} episodes); compute: "
+            f"{torch.get_num_threads()} torch thread(s) on {cpu_kind()}")
         for setting in config.deviations().values():
             log(f"differs from the paper: {setting}")
         if config.precision == "bf16" and has_native_bf16(torch.device(config.device)) is False:
@@ -224,7 +225,7 @@ class Run:
                 "wall_time": self._wall_offset + time.perf_counter() - self._started_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if json.loads(state["config"]) != json.loads(self.config.to_json()):
+        if saved_config(json.loads(state["config"])) != json.loads(self.config.to_json()):
             raise ValueError("checkpoint was written by a run with a different config")
         self.history = list(state["history"])
         self.agent.load_state_dict(state["agent"])
@@ -262,7 +263,7 @@ def read_state(directory: Path, config: RunConfig, start_over: str) -> dict[str,
                               start_over) from None
     if not isinstance(state, dict) or not {"config", "step", "history", "agent", "sampler"} <= set(state):
         raise CheckpointError(f"checkpoint {path} is not a romi run checkpoint", start_over)
-    if json.loads(state["config"]) != json.loads(config.resolved().to_json()):
+    if saved_config(json.loads(state["config"])) != json.loads(config.resolved().to_json()):
         raise CheckpointError(f"checkpoint {path} was written by a run with a different config",
                               "choose another output directory, or " + start_over)
     return state

@@ -38,7 +38,7 @@ class TaskSpec:
     official_id: str | None
     """Official Minari dataset id, or None where Minari has no such dataset (then only local data)."""
     local_id: str
-    """Our home-made twin under the `local/` namespace (made by `romi data make`)."""
+    """Our home-made twin under the `local/` namespace (made by `romi data make`), by the default recipe."""
     recipe: Recipe | None
     """How `romi data make` builds the local dataset; None where it cannot be made here (antmaze)."""
     env_id: str
@@ -59,10 +59,28 @@ class TaskSpec:
     reward_type: Literal["sparse", "dense"] | None = None
     dataset_kind: str = ""
     """random / medium / medium-replay / medium-expert / expert for locomotion; fixed/play/diverse."""
+    data_recipes: tuple[tuple[str, str], ...] = ()
+    """(recipe, local dataset id) for each way `romi data make` can build this task's data, the default
+    (whose id is `local_id`) first. maze2d: `d4rl` (D4RL's generator, the paper's data) and `minari`
+    (Minari's regeneration scripts, as the official `D4RL/pointmaze` datasets). Empty: one recipe."""
 
     @property
     def is_maze(self) -> bool:
         return self.domain in ("maze2d", "antmaze")
+
+    @property
+    def default_data_recipe(self) -> str | None:
+        return self.data_recipes[0][0] if self.data_recipes else None
+
+    def local_dataset_id(self, recipe: str | None = None) -> str:
+        """The local dataset id of `recipe` (None: the default recipe's, `local_id`)."""
+        if recipe is None or recipe == self.default_data_recipe:
+            return self.local_id
+        recipes = dict(self.data_recipes)
+        if recipe not in recipes:
+            known = ", ".join(recipes) if recipes else "none: its data has one recipe"
+            raise UnknownTaskError(f"task {self.name} has no data recipe {recipe!r}", f"recipes: {known}")
+        return recipes[recipe]
 
 
 _MAZE2D = {
@@ -105,7 +123,10 @@ def _build_registry() -> dict[str, TaskSpec]:
                 name=name,
                 domain="maze2d",
                 official_id=f"D4RL/pointmaze/{layout}{suffix}-v2",
-                local_id=f"local/pointmaze/{layout}{suffix}-v0",
+                local_id=f"local/pointmaze/{layout}{suffix}-d4rl-v0",
+                # The Minari recipe keeps the id its data always had (results made on it name it).
+                data_recipes=(("d4rl", f"local/pointmaze/{layout}{suffix}-d4rl-v0"),
+                              ("minari", f"local/pointmaze/{layout}{suffix}-v0")),
                 recipe="maze",
                 env_id=f"PointMaze_{gym_name}{dense}-v3",
                 horizon=horizon,
@@ -169,6 +190,8 @@ def _dataset_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for task in TASKS.values():
         index[task.local_id] = task.name
+        for _, dataset_id in task.data_recipes:
+            index[dataset_id] = task.name
         if task.official_id is not None:
             # The sparse and dense maze tasks have their own official datasets, so the map is 1:1.
             index.setdefault(task.official_id, task.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from romi.artifacts import ArtifactStore
-from romi.config import RunConfig, check_device_available
+from romi.config import RunConfig, check_device_available, saved_config
 from romi.errors import ConfigError
 from romi.io import atomic_write_json, atomic_write_text, check_writable_dir
 from romi.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
@@ -52,7 +52,7 @@ def train_run(
     config = config.resolved()
     config_path, summary_path = out_dir / CONFIG_FILE, out_dir / SUMMARY_FILE
     check_run_inputs(config, out_dir, artifacts_dir)
-    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(config.to_json()):
+    if config_path.exists() and saved_config(json.loads(config_path.read_text())) != json.loads(config.to_json()):
         raise ConfigError(
             f"{out_dir} holds a run with a different config",
             "choose another --out directory, or delete that one to start over",

@@ -263,6 +263,7 @@ def test_notebook_runs_top_to_bottom(sweep: Path, tmp_path: Path, monkeypatch: p
     shown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
     assert any("Table 3. Ours:" in text and "local refs" in text for text in shown), "the table says its refs"
     assert any("ROMI-BCQ scores above FOMI-BCQ" in text for text in shown), "the claims are checked"
+    assert any("diverged_at_step" in str(o.get("data", {})) for o in outputs), "divergence is shown per trial"
 
 
 def test_report_on_an_interrupted_sweep_lists_every_trial_truthfully(tmp_path: Path,

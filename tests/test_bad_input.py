@@ -336,3 +336,25 @@ def test_export_of_a_sweep_with_a_corrupt_manifest_is_refused_and_writes_nothing
     refused(["export", str(sweep), "--out", str(out)], "manifest", "is corrupt", "move it away",
             roots=(scratch,))
     assert not out.exists()
+
+
+# --- a busy machine -------------------------------------------------------------------------------
+
+
+def test_train_runs_on_the_threads_it_is_given_and_says_so(umaze_dataset: str, scratch: Path) -> None:
+    """One thread by default (more than the free cores wait on each other); the run's log line names it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["train", "--task", umaze_dataset, "--method", "BCQ", *TINY, "--out",
+                                     str(scratch / "run"), "--artifacts", str(scratch / "a")], env={"COLUMNS": "300"})
+        assert result.exit_code == 0, result.output
+        assert "compute: 1 torch thread(s)" in " ".join(result.output.split())
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    for command in (["train", "--task", umaze_dataset, "--method", "BCQ"], ["imagine", umaze_dataset],
+                    ["data", "make", umaze_dataset]):
+        result = runner.invoke(app, [*command, "--threads", "0"], env={"COLUMNS": "300"})
+        assert result.exit_code == 2 and "--threads" in result.output, result.output

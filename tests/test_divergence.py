@@ -66,7 +66,7 @@ class QLearner:
         return {"critic_loss": 1.0, "q_mean": self.growth * self.step}
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        return np.zeros(np.shape(observations)[:-1] + (2,), dtype=np.float32)
+        return np.zeros((*np.shape(observations)[:-1], 2), dtype=np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step}
@@ -77,7 +77,8 @@ class QLearner:
 
 @pytest.mark.parametrize(("growth", "flagged"), [(4.0, 60), (0.1, None)])
 def test_a_run_whose_q_passes_the_bound_is_flagged_in_its_records_and_summary(
-        growth: float, flagged: int | None, umaze_dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        growth: float, flagged: int | None, umaze_dataset: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("romi.pipeline.make_agent", lambda *args, **kwargs: QLearner(growth))
     config = build_run_config(umaze_dataset, "BCQ", 0, "quick",
                               {"gradient_steps": 90, "eval": {"every": 30, "episodes": 1, "last_k": 1}})

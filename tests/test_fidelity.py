@@ -185,7 +185,8 @@ def test_local_maze_dataset_recovers_the_env_its_refs_were_measured_on(umaze_dat
 
     task = get_task(umaze_dataset)
     meta = read_metadata(task.local_id)
-    assert meta["romi_recipe_version"] == 2 and meta["romi_eval_env_version"] == 2
+    assert meta["romi_maze_recipe"] == "d4rl" and meta["romi_recipe_version"] == 1
+    assert meta["romi_eval_env_version"] == 2
     recovered = minari.load_dataset(task.local_id).recover_environment(eval_env=True)
     assert recovered.spec is not None and recovered.spec.max_episode_steps == task.horizon
     ours = make_eval_env(task)
@@ -207,6 +208,19 @@ def test_maze_datasets_default_to_d4rls_sizes() -> None:
                      "maze2d-large-sparse": 4_000_000, "maze2d-large-dense": 4_000_000}
 
 
+def _outdated_d4rl_dataset() -> Path:
+    """The default (d4rl) umaze-dense dataset, made and then marked as made by a recipe version 0."""
+    from romi.data.make import make_dataset
+    from romi.data.minari_io import dataset_dir
+
+    make_dataset("maze2d-umaze-dense", steps=400, seed=0, ref_episodes=1)
+    path = dataset_dir("local/pointmaze/umaze-dense-d4rl-v0") / "data" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["romi_recipe_version"] = 0
+    path.write_text(json.dumps(meta))
+    return path
+
+
 def test_a_maze_dataset_from_the_old_recipe_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from romi.cli import app
     from romi.data.make import make_dataset
@@ -214,11 +228,18 @@ def test_a_maze_dataset_from_the_old_recipe_is_refused(tmp_path: Path, monkeypat
     from romi.errors import DatasetOutdatedError
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
-    make_dataset("maze2d-umaze-dense", steps=400, seed=0, ref_episodes=1)
+    # A dataset from before recipes had names (no `romi_maze_recipe`) was made by the Minari recipe; one
+    # from its version 1 (refs on gymnasium's resets) is refused with the command that makes it again.
+    make_dataset("maze2d-umaze-dense", steps=400, seed=0, ref_episodes=1, recipe="minari")
     path = dataset_dir("local/pointmaze/umaze-dense-v0") / "data" / "metadata.json"
     meta = json.loads(path.read_text())
     meta.pop("romi_recipe_version")
+    meta.pop("romi_maze_recipe")
     path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetOutdatedError) as info:
+        load_transitions("maze2d-umaze-dense", recipe="minari")
+    assert "romi data make maze2d-umaze-dense --recipe minari --overwrite" in str(info.value)
+    path = _outdated_d4rl_dataset()
     with pytest.raises(DatasetOutdatedError) as info:
         load_transitions("maze2d-umaze-dense")
     assert "romi data make maze2d-umaze-dense --overwrite" in str(info.value)

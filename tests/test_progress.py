@@ -470,8 +470,8 @@ def test_dataset_writer_says_what_it_does_after_the_simulation(tmp_path: Path,
     make_dataset("maze2d-umaze-sparse", steps=500, seed=0, ref_episodes=1, log=lines.append)
     assert lines[0].startswith("measuring reference scores: 1 episodes each")
     assert lines[1].startswith("writing 500 steps (") and str(tmp_path / "datasets") in lines[1]
-    assert lines[2].startswith("wrote local/pointmaze/umaze-v0 in ")
+    assert lines[2].startswith("wrote local/pointmaze/umaze-d4rl-v0 in ")
     lines.clear()
     assert not make_dataset("maze2d-umaze-sparse", steps=500, seed=0, ref_episodes=1, log=lines.append).made
-    assert lines == [f"checking the existing local/pointmaze/umaze-v0 at {tmp_path / 'datasets'}/local/pointmaze/"
-                     "umaze-v0 (readable, finite, the task's sizes) ..."]
+    assert lines == [f"checking the existing local/pointmaze/umaze-d4rl-v0 at {tmp_path / 'datasets'}/local/pointmaze/"
+                     "umaze-d4rl-v0 (readable, finite, the task's sizes) ..."]

@@ -183,6 +183,12 @@ def test_tiny_sweep_end_to_end_then_resume_recomputes_nothing(ray_cluster, tiny_
         live = trained_policy_episodes(trial)
         assert live is not None and kept.step == live.step == 100 and len(kept.trajectories) == FIGURE3_EPISODES
         np.testing.assert_array_equal(kept.returns, live.returns)
+        # The config it ran, as its checkpoint saved it (not its sweep's overrides resolved again by this code).
+        from romi.analysis.results import latest_run_state
+        from romi.storage import filesystem
+
+        saved = latest_run_state(*filesystem(str(trial)))["config"]
+        assert json.loads((tmp_path / "kept" / "trials" / trial.name / "config.json").read_text()) == json.loads(saved)
         for a, b in zip(kept.trajectories, live.trajectories, strict=True):
             np.testing.assert_array_equal(a, b)
     rebuilt = make_report(str(tmp_path / "kept" / "trials"), out=tmp_path / "rebuilt",

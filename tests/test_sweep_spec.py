@@ -23,6 +23,8 @@ TUNE_CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
     ("table2", 2, {"ROMI-CQL", "CQL"}),
     ("table3", 3, {"ROMI-BCQ", "FOMI-BCQ", "BCQ"}),
     ("table4", 4, {"ROMI-BCQ", "ROMI-RBC-BCQ", "BCQ"}),
+    ("baselines-d4rl", 3, {"BCQ"}),
+    ("baselines-minari", 3, {"BCQ"}),
 ])
 def test_every_shipped_sweep_file_validates(name: str, table: int, methods: set[str]) -> None:
     spec = load_sweep(TUNE_CONFIGS / f"{name}.yaml")
@@ -30,6 +32,8 @@ def test_every_shipped_sweep_file_validates(name: str, table: int, methods: set[
     configs = spec.trial_configs()
     assert len(configs) == len(spec.tasks) * len(spec.methods) * 3
     assert load_sweep(TUNE_CONFIGS / f"{name}.yaml", profile="quick").profile == "quick"
+    recipes = {c.data_recipe for c in configs if c.task.startswith("maze2d")}
+    assert recipes <= ({"minari"} if name == "baselines-minari" else {"d4rl"}), "the paper's data unless named"
     if name.startswith("reduced"):  # the paper's settings but the budget: 100k steps, 4M buffer, 5k-step evaluations
         paper = build_run_config(spec.tasks[0], "ROMI-BCQ", 0, "paper")
         reduced = next(c for c in configs if c.method == "ROMI-BCQ")
@@ -146,12 +150,19 @@ def test_an_export_of_the_same_trial_with_another_config_is_refused(tmp_path: Pa
 
 
 def test_the_committed_reduced_exports_are_skipped_by_the_reduced_sweep() -> None:
-    """The repository's own case: the reduced run's finished trials match the shipped sweep file."""
+    """The repository's own case: the reduced run's finished trials match the sweep files it ran (on the
+    Minari recipe's data, which configs saved before `data_recipe` existed are read as); the shipped
+    reduced sweep, on D4RL's recipe, is another run and would refuse to mistake them for its own."""
     from romi.analysis.export import finished_exports
+    from romi.errors import ConfigError
 
-    kept = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced" / "trials"
-    spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
-    assert f"{spec.tasks[0]}_ROMI-BCQ_seed0" in finished_exports(spec.trial_configs(), kept)
+    run = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced"
+    # Its sweep files are records of what ran at 9142e54, before recipes had names: the Minari one's data.
+    configs = [c.model_copy(update={"data_recipe": "minari"})
+               for c in load_sweep(run / "sweeps" / "reduced-seed0.yaml").trial_configs()]
+    assert "maze2d-umaze-sparse_FOMI-BCQ_seed0" in finished_exports(configs, run / "trials")
+    with pytest.raises(ConfigError, match="data_recipe: 'minari' -> 'd4rl'"):
+        finished_exports(load_sweep(TUNE_CONFIGS / "reduced.yaml").trial_configs(), run / "trials")
 
 
 def test_romi_sweep_skips_the_trials_finished_in_exported(tmp_path: Path) -> None:
@@ -165,7 +176,8 @@ def test_romi_sweep_skips_the_trials_finished_in_exported(tmp_path: Path) -> Non
     kept = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced" / "trials"
     path = tmp_path / "seed0.yaml"
     path.write_text(yaml.safe_dump({"tasks": ["maze2d-umaze-sparse"], "methods": ["ROMI-BCQ"], "seeds": [0],
-                                    "profile": "reduced", "resources": {"cpu": 1, "rollout_workers": 0}}))
+                                    "profile": "reduced", "resources": {"cpu": 1, "rollout_workers": 0},
+                                    "overrides": {"data_recipe": "minari"}}))
     result = CliRunner().invoke(app, ["sweep", str(path), "--storage", str(tmp_path / "s"), "--exported", str(kept)],
                                 env={"COLUMNS": "300"})
     text = " ".join(result.output.split())
@@ -184,13 +196,16 @@ def test_the_reduced_runs_narrowed_sweep_files_are_the_reduced_sweep_exactly() -
 
     results = Path(__file__).resolve().parents[1] / "analysis" / "results" / "reduced"
     spec = load_sweep(TUNE_CONFIGS / "reduced.yaml")
-    reduced = {f"{c.task}_{c.method}_seed{c.seed}": c for c in spec.trial_configs()}
+    # The run was the reduced sweep on the Minari recipe's data (the only recipe then).
+    reduced = {f"{c.task}_{c.method}_seed{c.seed}": c.model_copy(update={"data_recipe": "minari"})
+               for c in spec.trial_configs()}
     reruns = {"reduced-romi-fomi-seed2"}  # after the 2026-12-05 machine change
     covered = ["maze2d-umaze-sparse_ROMI-BCQ_seed0"]  # finished before the change (trials/)
     grids: dict[str, set[str]] = {"reduced": {"maze2d-umaze-sparse_ROMI-BCQ_seed0"}}
     for path in sorted((results / "sweeps").glob("*.yaml")):
         grids[path.stem] = set()
         for config in load_sweep(path).trial_configs():
+            config = config.model_copy(update={"data_recipe": "minari"})  # what they meant at 9142e54
             name = f"{config.task}_{config.method}_seed{config.seed}"
             grids[path.stem].add(name)
             assert config == reduced[name], f"{path.name}: {name} differs from the reduced sweep's"

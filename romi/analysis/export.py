@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from romi.analysis.policy_episodes import run_policy_episodes
 from romi.analysis.results import _find_trials, _read_text, latest_run_state
-from romi.config import RunConfig, build_run_config
+from romi.config import RunConfig, build_run_config, load_run_config, saved_config
 from romi.errors import ConfigError
 from romi.io import atomic_dir, atomic_write_json, atomic_write_text
 from romi.layout import (
@@ -74,8 +74,16 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             already.append(target)
             continue
         identity = trial.identity
-        config = build_run_config(identity["task"], identity["method"], identity["seed"], identity["profile"],
-                                  trial.config.get("overrides") or {})
+        # The config the trial ran, as its checkpoint saved it: re-resolving the sweep's overrides with this
+        # code would let a later change of a default rewrite what a committed trial says it ran.
+        state = latest_run_state(fs, trial.directory)
+        if state is not None:
+            config = load_run_config(state["config"])
+        else:
+            config = build_run_config(identity["task"], identity["method"], identity["seed"], identity["profile"],
+                                      trial.config.get("overrides") or {})
+            notes.append(f"{trial.name}: no checkpoint, so its config.json is its sweep's overrides resolved by "
+                         "this version of romi, not the config it saved")
         records = trial.records
         scores = [float(r["score"]) for r in records]
         local = [float(r["score_local"]) for r in records]
@@ -91,14 +99,13 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
         }
         # Figure 3 is drawn for maze2d tasks only, so only their policies are run (3 short episodes each).
         maze2d = get_task(config.task).domain == "maze2d"
-        state = latest_run_state(fs, trial.directory) if maze2d else None
         if maze2d and state is None:
             notes.append(f"{trial.name}: no checkpoint, so Figure 3 will not show its policy")
         staging = out / f".{trial.name}.{uuid.uuid4().hex[:8]}"
         try:
             atomic_write_text(staging / CONFIG_FILE, config.to_json())
             atomic_write_text(staging / EVALUATIONS_FILE, evaluation_lines(records))
-            if state is not None:
+            if maze2d and state is not None:
                 run_policy_episodes(state).save(staging / POLICY_EPISODES_FILE)
             atomic_write_json(staging / SUMMARY_FILE, summary)
             staging.rename(target)
@@ -205,7 +212,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _read_exported_config(path: Path) -> RunConfig:
     try:
-        return RunConfig.model_validate(_read_json(path))
+        return RunConfig.model_validate(saved_config(_read_json(path)))
     except ValidationError as err:
         raise ConfigError(f"exported config {path} is not a config of this romi version: "
                           f"{err.errors()[0]['msg']} at {'.'.join(map(str, err.errors()[0]['loc']))}",

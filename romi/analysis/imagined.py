@@ -114,7 +114,7 @@ def buffer_content_markdown(task: TaskSpec, table: pd.DataFrame, *, anchors: int
 
 
 def write_buffer_content(artifacts: Path, task_name: str, seeds: Iterable[int], out: Path, *,
-                         anchors: int = ANCHORS) -> list[Path]:
+                         anchors: int = ANCHORS, dataset_id: str | None = None) -> list[Path]:
     """`out`.md and `out`.csv: `buffer_content` of each seed's models in `artifacts` (the directions there
     are; none at all: nothing written), with the paper's rollout policy for maze2d (uniform) and horizon.
     Rows: the dataset once, then each direction seed by seed."""
@@ -123,7 +123,7 @@ def write_buffer_content(artifacts: Path, task_name: str, seeds: Iterable[int], 
     from romi.tasks import get_task
 
     task = get_task(task_name)
-    dataset_id = resolve_dataset_id(task)
+    dataset_id = dataset_id or resolve_dataset_id(task)  # the trials' own data, when the caller knows it
     data = load_transitions(dataset_id)
     policy = UniformRolloutPolicy([-1.0] * data.act_dim, [1.0] * data.act_dim)
     tables = []

@@ -341,7 +341,7 @@ def imagination(task_name: str, data: Any, models: dict[str, tuple[Any, Any]], o
 
 
 def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: int = 40,
-            artifacts: Path | None = None) -> list[Path]:
+            artifacts: Path | None = None, dataset_id: str | None = None) -> list[Path]:
     """The paper's Figure 3 for a maze2d task: the dataset, reverse vs forward imagined rollouts, and
     evaluation trajectories of the trained ROMI-BCQ, FOMI-BCQ and BCQ policies over the maze walls.
 
@@ -352,7 +352,7 @@ def figure3(sweep_dir: Path, task_name: str, out: Path, seed: int = 0, starts: i
     if task.domain != "maze2d":
         raise ValueError("Figure 3 is drawn for maze2d tasks")
     artifacts = sweep_dir / "artifacts" if artifacts is None else artifacts
-    dataset_id = resolve_dataset_id(task)
+    dataset_id = dataset_id or resolve_dataset_id(task)  # the trials' own data, when the report knows it
     data = load_transitions(dataset_id)
     trials = {m: sweep_dir / f"{task.name}_{m}_seed{seed}" for m in ("ROMI-BCQ", "FOMI-BCQ", "BCQ")}
     panels = ["dataset", "reverse imagination", "forward imagination", *[f"{m} policy" for m in trials]]

@@ -9,7 +9,7 @@ from rich import filesize
 from rich.markup import escape
 from rich.table import Table
 
-from romi.cli.common import _count, console, data_app, err_console, friendly_errors
+from romi.cli.common import THREADS_HELP, _count, console, data_app, err_console, friendly_errors, use_threads
 from romi.errors import RomiError
 
 
@@ -30,11 +30,14 @@ def data_list() -> None:
             official = f"[green]{task.official_id}[/] ({filesize.decimal(dataset_size_bytes(task.official_id))})"
         else:
             official = f"[dim]{task.official_id} (absent)[/]"
-        if dataset_present(task.local_id):
-            local = f"[green]{task.local_id}[/] ({filesize.decimal(dataset_size_bytes(task.local_id))})"
-        else:
-            local = f"[dim]{task.local_id} (absent)[/]"
-        recipe = task.recipe or "[dim]official only[/]"
+        locals_ = []
+        for local_id in [task.local_id, *(i for _, i in task.data_recipes[1:])]:
+            if dataset_present(local_id):
+                locals_.append(f"[green]{local_id}[/] ({filesize.decimal(dataset_size_bytes(local_id))})")
+            else:
+                locals_.append(f"[dim]{local_id} (absent)[/]")
+        local = "\n".join(locals_)
+        recipe = "\n".join(r for r, _ in task.data_recipes) or task.recipe or "[dim]official only[/]"
         table.add_row(task.name, ",".join(map(str, task.tables)), official, local, recipe)
     console.print(table)
 
@@ -60,8 +63,16 @@ def data_make(
         typer.Option(help="medium family: medium threshold as a fraction of the expert reference, in (0, 1] "
                           "(default 1/3)."),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="maze2d: d4rl (default: D4RL's generator, the paper's data) or minari (Minari's "
+                          "regeneration scripts, as the official D4RL/pointmaze datasets); each has its own "
+                          "dataset id."),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help=THREADS_HELP)] = 1,
 ) -> None:
     """Build a task's local D4RL-equivalent dataset in the Minari store."""
+    use_threads(threads)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from romi.data.make import make_dataset
@@ -78,7 +89,7 @@ def data_make(
             spec.name, steps=steps, seed=seed, overwrite=overwrite, ref_episodes=ref_episodes,
             progress=lambda n: bar.advance(handle, n),
             log=lambda line: bar.console.print(line, markup=False, highlight=False),
-            budget=budget, medium_fraction=medium_fraction,
+            budget=budget, medium_fraction=medium_fraction, recipe=recipe,
         )
     if not summary.made:
         console.print(
@@ -122,7 +133,8 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
         f"return-weighted real data (ROMI/FOMI runs only) {p.return_weighted}"
     )
     damaged: list[DatasetCorruptError] = []
-    for label, dataset_id in (("official", spec.official_id), ("local", spec.local_id)):
+    local = [(f"local ({r} recipe)", i) for r, i in spec.data_recipes] or [("local", spec.local_id)]
+    for label, dataset_id in [("official", spec.official_id), *local]:
         if dataset_id is None:
             console.print(f"  {label}: Minari has no such dataset")
             continue
@@ -184,12 +196,12 @@ def data_prepare(
     from romi.data.prepare import plan_dataset, prepare_datasets
     from romi.tune.spec import load_sweep
 
-    needed = [(task, str(spec.overrides.get("data_source", "auto")))
+    needed = [(task, str(spec.overrides.get("data_source", "auto")), spec.overrides.get("data_recipe"))
               for spec in map(load_sweep, sweeps) for task in spec.tasks]
     console.print(f"Minari store: {datasets_root()}")
     if dry_run:
-        for task, source in dict.fromkeys(needed):
-            action, dataset_id = plan_dataset(task, source)
+        for task, source, recipe in dict.fromkeys(needed):
+            action, dataset_id = plan_dataset(task, source, recipe)
             console.print(f"  {task}: {action} {dataset_id}")
         return
     done = prepare_datasets(needed, log=lambda line: console.print(line, markup=False, highlight=False))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from romi.cli.common import app, console, err_console, friendly_errors
+from romi.cli.common import THREADS_HELP, app, console, err_console, friendly_errors, use_threads
 from romi.divergence import describe
 from romi.errors import RomiError
 
@@ -32,8 +32,10 @@ def train(
     artifacts: Annotated[Path, typer.Option(help="Where trained models and rollout policies are shared.")] = Path(
         "runs/artifacts"
     ),
+    threads: Annotated[int, typer.Option(min=1, help=THREADS_HELP)] = 1,
 ) -> None:
     """Train one (task, method, seed) without Ray; resumes from its checkpoint, skips if finished."""
+    use_threads(threads)
     from rich.progress import Progress
 
     from romi.config import build_run_config, parse_overrides
@@ -84,8 +86,10 @@ def imagine(
     artifacts: Annotated[Path, typer.Option(help="The artifact store (shared with `romi train`).")] = Path(
         "runs/artifacts"),
     out: Annotated[Path, typer.Option(help="Where the figures go.")] = Path("analysis/out/imagination"),
+    threads: Annotated[int, typer.Option(min=1, help=THREADS_HELP)] = 1,
 ) -> None:
     """Train (or load) the reverse and forward models and rollout policy once, and draw what they imagine."""
+    use_threads(threads)
     from rich.progress import Progress
 
     from romi.analysis import plots
@@ -102,7 +106,7 @@ def imagine(
     configs = {"reverse": build_run_config(task, "ROMI-BCQ", seed, profile, overrides),
                "forward": build_run_config(task, "FOMI-BCQ", seed, profile, overrides)}
     spec = _maze2d_task(configs["reverse"].task)
-    dataset = load_dataset(spec, configs["reverse"].data_source)
+    dataset = load_dataset(spec, configs["reverse"].data_source, configs["reverse"].data_recipe)
     data, dataset_id, identity = dataset.transitions, dataset.id, build.DataIdentity.of(dataset)
     store = ArtifactStore(artifacts)
     max_action = float(make_eval_env(spec).action_space.high[0])

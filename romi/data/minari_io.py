@@ -68,7 +68,8 @@ fingerprint and the models trained on it (keyed by it) stay valid; wall times ar
 
 
 def dataset_fingerprint(dataset_id: str, metadata: dict[str, Any] | None = None) -> str:
-    """What identifies a dataset's content for artifact keys (`FINGERPRINT_KEYS` of its metadata)."""
+    """What identifies a dataset's content for artifact keys (`FINGERPRINT_KEYS` of its metadata). The maze
+    recipe's name is in it through the dataset id, which differs per recipe (`TaskSpec.data_recipes`)."""
     meta = read_metadata(dataset_id) if metadata is None else metadata
     return json.dumps({k: meta.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True)
 
@@ -93,9 +94,10 @@ class Dataset:
         return self.task.d4rl_ref_min, self.task.d4rl_ref_max
 
 
-def load_dataset(task: TaskSpec, source: DataSource = "auto") -> Dataset:
-    """The task's `Dataset` from the source asked for (auto: the official one when present)."""
-    dataset_id = resolve_dataset_id(task, source)
+def load_dataset(task: TaskSpec, source: DataSource = "auto", recipe: str | None = None) -> Dataset:
+    """The task's `Dataset` from the source asked for (auto: the official one when present; local data
+    made by `recipe`, None: the task's default recipe)."""
+    dataset_id = resolve_dataset_id(task, source, recipe)
     transitions = load_transitions(dataset_id)
     meta = read_metadata(dataset_id)
     local_refs = (float(meta.get("ref_min_score", task.d4rl_ref_min)),
@@ -105,49 +107,59 @@ def load_dataset(task: TaskSpec, source: DataSource = "auto") -> Dataset:
 
 def _recreate_hint(dataset_id: str) -> str:
     if dataset_id.startswith("local/") and dataset_id in DATASET_TO_TASK:
-        return f"re-create it: romi data make {DATASET_TO_TASK[dataset_id]} --overwrite"
+        task = get_task(DATASET_TO_TASK[dataset_id])
+        recipe = next((r for r, i in task.data_recipes if i == dataset_id and r != task.default_data_recipe), None)
+        flag = f" --recipe {recipe}" if recipe else ""
+        return f"re-create it: romi data make {task.name}{flag} --overwrite"
     return f"delete {dataset_dir(dataset_id)} and download it again: minari download {dataset_id}"
 
 
 def check_recipe_current(dataset_id: str, metadata: dict[str, Any]) -> None:
-    """Refuse a home-made maze dataset whose reference scores were measured on the old evaluation env.
+    """Refuse a home-made maze dataset made by an older version of its recipe (`romi.data.make.maze`).
 
-    Local maze scores are normalised with the dataset's own refs; refs from recipe version 1 were
-    measured with gymnasium's resets, not D4RL's (`romi.envs.MAZE_EVAL_ENV_VERSION`), so a score
-    computed with them would not be comparable with a fresh dataset's.
+    Local maze scores are normalised with the dataset's own refs; the Minari recipe's version 1 measured
+    them with gymnasium's resets, not D4RL's (`romi.envs.MAZE_EVAL_ENV_VERSION`), so a score computed with
+    them would not be comparable with a fresh dataset's. Datasets from before recipes had names were made
+    by the Minari recipe.
     """
     if metadata.get("romi_recipe") != "maze":
         return
-    from romi.data.make.maze import RECIPE_VERSION
+    from romi.data.make.maze import RECIPE_VERSIONS, recipe_of
 
-    version = int(metadata.get("romi_recipe_version", 1))
-    if version < RECIPE_VERSION:
+    recipe = recipe_of(metadata)
+    version, current = int(metadata.get("romi_recipe_version", 1)), RECIPE_VERSIONS[recipe]
+    if version < current:
         raise DatasetOutdatedError(
-            f"dataset {dataset_id!r} was made by maze recipe version {version}: its reference scores were "
-            f"measured on the old evaluation env (gymnasium's resets, not D4RL's), and it may be smaller "
-            f"than D4RL's; version {RECIPE_VERSION} is current",
+            f"dataset {dataset_id!r} was made by version {version} of the {recipe!r} maze recipe, whose data or "
+            f"reference scores differ from version {current}'s (the current one)",
             _recreate_hint(dataset_id),
         )
 
 
-def resolve_dataset_id(task: TaskSpec, source: DataSource = "auto") -> str:
-    """Which dataset a task trains on: the official one when present (auto), else the local twin."""
+def resolve_dataset_id(task: TaskSpec, source: DataSource = "auto", recipe: str | None = None) -> str:
+    """Which dataset a task trains on: the official one when present (auto), else the local twin made by
+    `recipe` (None: the task's default recipe). Asking for a non-default recipe means local data."""
+    local_id = task.local_dataset_id(recipe)
+    if recipe is not None and recipe != task.default_data_recipe:
+        source = "local"
     official_ok = task.official_id is not None and dataset_present(task.official_id)
-    local_ok = dataset_present(task.local_id)
+    local_ok = dataset_present(local_id)
     if source == "official" or (source == "auto" and official_ok):
         if official_ok:
             return task.official_id  # type: ignore[return-value]
     elif local_ok:
-        return task.local_id
-    raise DatasetMissingError(f"no dataset for task {task.name!r} in {datasets_root()}", _missing_hint(task, source))
+        return local_id
+    raise DatasetMissingError(f"no dataset for task {task.name!r} in {datasets_root()}",
+                              _missing_hint(task, source, recipe))
 
 
-def _missing_hint(task: TaskSpec, source: DataSource) -> str:
+def _missing_hint(task: TaskSpec, source: DataSource, recipe: str | None = None) -> str:
     ways = []
     if task.official_id is not None and source != "local":
         ways.append(f"on a connected machine run `minari download {task.official_id}` and copy the store here")
     if task.recipe is not None and source != "official":
-        ways.append(f"make the local equivalent: `romi data make {task.name}`")
+        flag = f" --recipe {recipe}" if recipe is not None and recipe != task.default_data_recipe else ""
+        ways.append(f"make the local equivalent: `romi data make {task.name}{flag}`")
     if not ways:
         return "this task has no dataset that can be had this way; see `romi data info " + task.name + "`"
     return " or ".join(ways)
@@ -294,7 +306,7 @@ def _flat(task: TaskSpec | None, obs: Any) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32)
 
 
-def load_transitions(task_or_dataset_id: str, source: DataSource = "auto") -> Transitions:
+def load_transitions(task_or_dataset_id: str, source: DataSource = "auto", recipe: str | None = None) -> Transitions:
     """A task's dataset (or a dataset id's) as flat float32 `Transitions`, with task conventions applied.
 
     - dict observations are flattened (maze2d: `observation`; antmaze: `[achieved_goal, observation]`);
@@ -308,7 +320,7 @@ def load_transitions(task_or_dataset_id: str, source: DataSource = "auto") -> Tr
     """
     if task_or_dataset_id in DATASET_TO_TASK or "/" not in task_or_dataset_id:
         task: TaskSpec | None = get_task(task_or_dataset_id)
-        dataset_id = task_or_dataset_id if "/" in task_or_dataset_id else resolve_dataset_id(task, source)
+        dataset_id = task_or_dataset_id if "/" in task_or_dataset_id else resolve_dataset_id(task, source, recipe)
     else:
         task, dataset_id = None, task_or_dataset_id
         if not dataset_present(dataset_id):

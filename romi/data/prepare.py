@@ -19,7 +19,7 @@ class PreparedTask:
     action: str  # present | downloaded | made
 
 
-def plan_dataset(task_name: str, data_source: str = "auto") -> tuple[str, str]:
+def plan_dataset(task_name: str, data_source: str = "auto", recipe: str | None = None) -> tuple[str, str]:
     """(action, dataset id) that gives `task_name` a dataset under `data_source`; action is present,
     download or make. Prefers the official dataset, as training does (`resolve_dataset_id`)."""
     from romi.data.minari_io import resolve_dataset_id
@@ -27,33 +27,36 @@ def plan_dataset(task_name: str, data_source: str = "auto") -> tuple[str, str]:
 
     task = get_task(task_name)
     try:
-        return "present", resolve_dataset_id(task, data_source)  # type: ignore[arg-type]
+        return "present", resolve_dataset_id(task, data_source, recipe)  # type: ignore[arg-type]
     except DatasetMissingError:
         pass
-    if task.official_id is not None and data_source != "local":
+    local = recipe is not None and recipe != task.default_data_recipe
+    if task.official_id is not None and data_source != "local" and not local:
         return "download", task.official_id
     if task.recipe is not None and data_source != "official":
-        return "make", task.local_id
+        return "make", task.local_dataset_id(recipe)
     raise DatasetMissingError(f"task {task_name!r} has no dataset that data_source={data_source!r} can get",
                               f"see `romi data info {task_name}`")
 
 
-def prepare_datasets(tasks: Iterable[tuple[str, str]], log: Callable[[str], None] = print) -> list[PreparedTask]:
-    """Download or make the dataset of every (task, data_source); fails on the first that cannot be had."""
+def prepare_datasets(tasks: Iterable[tuple[str, str] | tuple[str, str, str | None]],
+                     log: Callable[[str], None] = print) -> list[PreparedTask]:
+    """Download or make the dataset of every (task, data_source[, data_recipe]); fails on the first that
+    cannot be had."""
     import minari
 
     from romi.data.make import make_dataset
 
     done: list[PreparedTask] = []
-    for task_name, data_source in dict.fromkeys(tasks):  # each task once, in order
-        action, dataset_id = plan_dataset(task_name, data_source)
+    for task_name, data_source, *recipe in dict.fromkeys(tasks):  # each task once, in order
+        action, dataset_id = plan_dataset(task_name, data_source, *recipe)
         if action == "download":
             log(f"{task_name}: downloading {dataset_id}")
             minari.download_dataset(dataset_id)
             action = "downloaded"
         elif action == "make":
             log(f"{task_name}: making {dataset_id} with its recipe")
-            make_dataset(task_name, log=log)
+            make_dataset(task_name, log=log, recipe=recipe[0] if recipe else None)
             action = "made"
         else:
             log(f"{task_name}: {dataset_id} present")

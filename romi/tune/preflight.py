@@ -101,12 +101,12 @@ def check_dataset_integrity(spec: SweepSpec, log: Log) -> None:
     from romi.data.minari_io import load_transitions
 
     found = check_datasets(spec)
-    sources = {config.task: config.data_source for config in spec.trial_configs()}
+    sources = {config.task: (config.data_source, config.data_recipe) for config in spec.trial_configs()}
     damaged = []
     for task, dataset_id in found.items():
         log(f"checking dataset {dataset_id} ({task})")
         try:
-            load_transitions(task, sources[task])
+            load_transitions(task, *sources[task])
         except DatasetCorruptError as err:
             damaged.append(f"  {task}: {err.problem}\n    fix: {err.hint}")
     if damaged:

@@ -161,10 +161,10 @@ def check_datasets(spec: SweepSpec) -> dict[str, str]:
 
     found, missing = {}, []
     # Each trial's own resolved config says where its data comes from (an override or a profile may set it).
-    sources = {config.task: config.data_source for config in spec.trial_configs()}
+    sources = {config.task: (config.data_source, config.data_recipe) for config in spec.trial_configs()}
     for task in spec.tasks:
         try:
-            found[task] = resolve_dataset_id(get_task(task), sources[task])
+            found[task] = resolve_dataset_id(get_task(task), *sources[task])
         except DatasetMissingError as err:
             missing.append(f"  {task}: {err.hint}")
     if missing:

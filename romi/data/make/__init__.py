@@ -48,15 +48,18 @@ def make_dataset(
     ref_episodes: int = 50,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    recipe: str | None = None,
     **recipe_options: Any,
 ) -> MakeSummary:
     """Build the local dataset of `task_name` with its recipe and write it atomically.
 
-    `log` receives progress lines and `recipe_options` go to the recipe; only the SAC recipe
-    (`locomotion-sac`) takes them: `budget`, `medium_fraction`, `config`, `behaviour_root`
-    (see `romi.data.make.locomotion.make_sac_dataset`).
+    `recipe`: which of the task's data recipes (`TaskSpec.data_recipes`; maze2d: `d4rl`, the default, or
+    `minari`); each writes its own dataset id. `log` receives progress lines and `recipe_options` go to
+    the recipe; only the SAC recipe (`locomotion-sac`) takes them: `budget`, `medium_fraction`, `config`,
+    `behaviour_root` (see `romi.data.make.locomotion.make_sac_dataset`).
     """
     task = get_task(task_name)
+    dataset_id = task.local_dataset_id(recipe)  # an unknown recipe is refused here, before any work
     recipe_options = {k: v for k, v in recipe_options.items() if v is not None}
     if task.recipe is None:
         raise RomiError(
@@ -73,20 +76,22 @@ def make_dataset(
             f"{', '.join(options)} only {verb} to the SAC-made locomotion datasets, not to {task.name}",
             f"drop {them}",
         )
-    if dataset_dir(task.local_id).exists() and not overwrite:
+    if dataset_dir(dataset_id).exists() and not overwrite:
         # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
-        return _already_made(task, steps=steps, seed=seed, recipe_options=recipe_options,
+        return _already_made(task, dataset_id, steps=steps, seed=seed, recipe_options=recipe_options,
                              log=log or (lambda _: None))
     started = time.perf_counter()
-    recipe = _recipe(task)
-    result = recipe(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress, **recipe_options)
+    if task.recipe == "maze":
+        recipe_options["maze_recipe"] = recipe or task.default_data_recipe
+    result = _recipe(task)(task, steps=steps, seed=seed, ref_episodes=ref_episodes, progress=progress,
+                           **recipe_options)
     total_steps = sum(len(ep.rewards) for ep in result.episodes)
     say = log or (lambda _: None)
     # Between the simulation and "made" lie seconds to minutes of HDF5 writing: say so.
-    say(f"writing {total_steps:,} steps ({len(result.episodes):,} episodes) to {dataset_dir(task.local_id)} ...")
+    say(f"writing {total_steps:,} steps ({len(result.episodes):,} episodes) to {dataset_dir(dataset_id)} ...")
     written = time.perf_counter()
     path = write_dataset(
-        task.local_id,
+        dataset_id,
         result.episodes,
         env_id=task.env_id,
         eval_env=result.eval_env_spec,
@@ -104,11 +109,11 @@ def make_dataset(
         },
         overwrite=overwrite,
     )
-    say(f"wrote {task.local_id} in {time.perf_counter() - written:.1f} s")
+    say(f"wrote {dataset_id} in {time.perf_counter() - written:.1f} s")
     returns = [float(sum(ep.rewards)) for ep in result.episodes]
     return MakeSummary(
         task=task.name,
-        dataset_id=task.local_id,
+        dataset_id=dataset_id,
         path=str(path),
         episodes=len(result.episodes),
         steps=total_steps,
@@ -117,7 +122,7 @@ def make_dataset(
         ref_max_score=result.ref_max_score,
         generation_seconds=result.generation_seconds,
         total_seconds=time.perf_counter() - started,
-        size_bytes=dataset_size_bytes(task.local_id),
+        size_bytes=dataset_size_bytes(dataset_id),
     )
 
 
@@ -137,7 +142,7 @@ def _recipe(task: TaskSpec):
     raise RomiError(f"task {task.name}: unknown recipe {task.recipe!r}")
 
 
-def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_options: dict[str, Any],
+def _already_made(task: TaskSpec, dataset_id: str, *, steps: int | None, seed: int, recipe_options: dict[str, Any],
                   log: Callable[[str], None]) -> MakeSummary:
     """The summary of `task`'s existing local dataset when it is complete and is what was asked for.
 
@@ -148,7 +153,7 @@ def _already_made(task: TaskSpec, *, steps: int | None, seed: int, recipe_option
     from romi.data.make.locomotion import DEFAULT_STEPS as SAC_STEPS
     from romi.data.make.maze import default_steps
 
-    dataset_id, path = task.local_id, dataset_dir(task.local_id)
+    path = dataset_dir(dataset_id)
     meta = read_metadata(dataset_id)  # unreadable: DatasetCorruptError with the re-create command
     check_recipe_current(dataset_id, meta)
     if task.recipe == "maze":
