@@ -20,9 +20,9 @@ expect() {  # expect RUN PATTERN WHAT
     exit 1
   fi
 }
-expect 1 "made local/pointmaze/umaze-dense-v0" "make the dataset"
+expect 1 "made local/pointmaze/umaze-dense-d4rl-v0" "make the dataset"
 expect 1 "dynamics \(reverse\): trained" "train the reverse model"
-expect 2 "already made local/pointmaze/umaze-dense-v0" "reuse the dataset"
+expect 2 "already made local/pointmaze/umaze-dense-d4rl-v0" "reuse the dataset"
 expect 2 "dynamics \(reverse\): loaded" "reuse the reverse model"
 expect 2 "dynamics \(forward\): loaded" "reuse the forward model"
 expect 2 "plan: 0 trials \(3 of 3 already finished\)" "keep the finished trials"

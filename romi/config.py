@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -25,6 +25,13 @@ Method = Literal["BCQ", "CQL", "ROMI-BCQ", "ROMI-CQL", "FOMI-BCQ", "ROMI-RBC-BCQ
 Profile = Literal["paper", "reduced", "quick"]
 Precision = Literal["fp32", "bf16"]
 METHODS: tuple[str, ...] = get_args(Method)
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's and torch's generators take 32-bit seeds without wrapping (torch overflows
+past 2^64, numpy refuses past 2^32 for some streams); every romi seed is in [0, MAX_SEED]."""
+Widths = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)]
+"""Hidden-layer widths: at least one layer, every width at least 1."""
 
 
 class FrozenModel(BaseModel):
@@ -113,9 +120,9 @@ class ImaginationConfig(FrozenModel):
 class BCQConfig(FrozenModel):
     """BCQ (Fujimoto et al. 2019), spec §4."""
 
-    actor_hidden: tuple[int, ...] = (400, 300)
+    actor_hidden: Widths = (400, 300)
     """The perturbation actor xi(s, a)'s hidden widths."""
-    critic_hidden: tuple[int, ...] = (400, 300)
+    critic_hidden: Widths = (400, 300)
     """Each of the two critics' hidden widths."""
     vae: CVAEConfig = CVAEConfig()
     """The behaviour model G(a | s) that proposes candidate actions."""
@@ -140,7 +147,7 @@ class BCQConfig(FrozenModel):
 class CQLConfig(FrozenModel):
     """CQL(H) with importance sampling (Kumar et al. 2020), spec §4."""
 
-    hidden: tuple[int, ...] = (256, 256, 256)
+    hidden: Widths = (256, 256, 256)
     """Hidden widths of the policy and of each of the two critics."""
     policy_lr: float = Field(1e-4, gt=0)
     q_lr: float = Field(3e-4, gt=0)
@@ -179,7 +186,7 @@ class RunConfig(FrozenModel):
 
     task: str
     method: Method
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     profile: Profile = "paper"
     data_source: Literal["auto", "official", "local"] = "auto"
     data_recipe: str | None = None

@@ -121,7 +121,7 @@ def test_unusable_devices_are_refused(scratch: Path) -> None:
 
 
 @pytest.mark.parametrize(("seeds", "needle"), [(0, "at least 1"), (-2, "at least 1"), ([], "non-empty"),
-                                               ([0, -1], "seeds >= 0"), ([1, 1], "repeat a seed")])
+                                               ([0, -1], "seeds in [0, 4294967295]"), ([1, 1], "repeat a seed")])
 def test_sweep_seed_counts_that_make_no_trial_are_refused(scratch: Path, seeds: object, needle: str) -> None:
     path = scratch / "seeds.yaml"
     path.write_text(yaml.safe_dump({"tasks": ["maze2d-umaze-sparse"], "methods": ["BCQ"], "seeds": seeds}))
@@ -358,3 +358,49 @@ def test_train_runs_on_the_threads_it_is_given_and_says_so(umaze_dataset: str, s
                     ["data", "make", umaze_dataset]):
         result = runner.invoke(app, [*command, "--threads", "0"], env={"COLUMNS": "300"})
         assert result.exit_code == 2 and "--threads" in result.output, result.output
+
+
+# --- sizes and numbers that cannot work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--seed", str(2**64)], "--seed"),
+    (["data", "make", "maze2d-umaze-sparse", "--seed", str(2**32)], "--seed"),
+    (["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--set", "bcq.actor_hidden=[0]"], "actor_hidden"),
+    (["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", "--set", "bcq.critic_hidden=[]"], "critic_hidden"),
+    (["train", "--task", "maze2d-umaze-sparse", "--method", "CQL", "--set", "cql.hidden=[64,-1]"], "hidden"),
+    (["sweep", QUICK, "--max-concurrent", "0"], "--max-concurrent"),
+    (["sweep", QUICK, "--max-concurrent", "-3"], "--max-concurrent"),
+    (["report", "runs/sweeps/quick", "--last-k", "0"], "--last-k"),
+    (["report", "runs/sweeps/quick", "--last-k", "-1"], "--last-k"),
+])
+def test_numbers_that_cannot_work_are_refused_up_front(scratch: Path, args: list[str], needle: str) -> None:
+    before = snapshot(scratch)
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert needle in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert snapshot(scratch) == before
+
+
+def test_report_refuses_a_last_k_no_trial_has(scratch: Path) -> None:
+    sweep = scratch / "sweep" / "maze2d-umaze-sparse_BCQ_seed0"
+    sweep.mkdir(parents=True)
+    (sweep / "params.json").write_text(json.dumps({"task": "maze2d-umaze-sparse", "method": "BCQ", "seed": 0,
+                                                   "profile": "quick", "overrides": {}}))
+    (sweep / "result.json").write_text("".join(json.dumps(
+        {"step": step, "score": 1.0, "score_local": 1.0, "done_fraction": step / 3}) + "\n" for step in (1, 2, 3)))
+    refused(["report", str(scratch / "sweep"), "--last-k", "50", "--out", str(scratch / "out")],
+            "--last-k 50", "at most 3", "--last-k 3 or less", roots=(scratch,))
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("tasks: [maze2d-umaze-sparse, maze2d-umaze-sparse]\nmethods: [BCQ]\n",
+     "maze2d-umaze-sparse listed more than once"),
+    ("tasks: [maze2d-umaze-sparse]\nmethods: [BCQ, ROMI-BCQ, BCQ]\n", "BCQ listed more than once"),
+    ("tasks: [maze2d-umaze-sparse]\nmethods: [BCQ]\nseeds: 3\nseeds: [0]\n", "'seeds' appears twice"),
+    ("tasks: [maze2d-umaze-sparse]\nmethods: [BCQ]\nseeds: [0, 4294967296]\n", "seeds in [0, 4294967295]"),
+])
+def test_sweep_files_that_say_a_thing_twice_are_refused(scratch: Path, text: str, needle: str) -> None:
+    path = scratch / "twice.yaml"
+    path.write_text(text)
+    refused(["sweep", str(path), "--plan"], needle, roots=(scratch,))

@@ -58,8 +58,17 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
     if results.empty:
         raise RomiError(f"no trials found under {', '.join(sweeps)}", "point at a sweep directory of `romi sweep`")
     log(f"  {results['trial'].nunique()} trials, {len(results)} evaluations")
+    evaluations = results.dropna(subset=["score"]).groupby(["sweep", "trial"]).size()
+    if last_k > 1 and len(evaluations) and last_k > int(evaluations.max()):
+        raise RomiError(f"--last-k {last_k} asks for more evaluations than any trial has (at most "
+                        f"{int(evaluations.max())})", f"give --last-k {int(evaluations.max())} or less")
     out.mkdir(parents=True, exist_ok=True)
     report = Report(results, {})
+    short = evaluations[evaluations < last_k]
+    if last_k > 1 and len(short):
+        report.skipped.append(f"the full last-{last_k} mean for {len(short)} trial(s) with fewer evaluations "
+                              f"({', '.join(f'{t}: {n}' for (_, t), n in short.items())}): theirs averages all "
+                              "they have")
     for table in relevant_tables(results):
         log(f"table {table}: ours beside the paper's (md, html, tex{', figure' if figures else ''})")
         built = paper_table(results, table, last_k=last_k)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from romi.cli.common import THREADS_HELP, _count, console, data_app, err_console, friendly_errors, use_threads
+from romi.config import MAX_SEED
 from romi.errors import RomiError
 
 
@@ -51,7 +52,8 @@ def data_make(
         typer.Option(help="Environment steps (default: D4RL's sizes: maze2d umaze/medium/large 1M/2M/4M; "
                           "locomotion 1M).", min=1),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the data-collecting policy and simulator.", min=0,
+                                         max=MAX_SEED)] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
     ref_episodes: Annotated[int, typer.Option(help="Episodes for the reference scores.", min=1)] = 50,
     budget: Annotated[

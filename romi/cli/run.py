@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from romi.cli.common import THREADS_HELP, app, console, err_console, friendly_errors, use_threads
+from romi.config import MAX_SEED
 from romi.divergence import describe
 from romi.errors import RomiError
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def train(
     task: Annotated[str, typer.Option(help="Task name (see `romi data list`).")],
     method: Annotated[str, typer.Option(help="BCQ, CQL, ROMI-BCQ, ROMI-CQL, FOMI-BCQ or ROMI-RBC-BCQ.")],
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     profile: Annotated[
         str,
         typer.Option(help="paper (the spec's numbers), reduced (paper, 100k steps) or quick (minutes on a laptop)."),
@@ -80,7 +81,8 @@ def train(
 @friendly_errors
 def imagine(
     task: Annotated[str, typer.Argument(help="A maze2d task, e.g. maze2d-umaze-sparse.")],
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the models (the one trials of that seed use).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
+                                      help="Seed of the models (the one trials of that seed use).")] = 0,
     profile: Annotated[str, typer.Option(help="Whose model settings: paper, reduced or quick.")] = "quick",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, as for `romi train`.")] = None,
     artifacts: Annotated[Path, typer.Option(help="The artifact store (shared with `romi train`).")] = Path(

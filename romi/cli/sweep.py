@@ -29,7 +29,7 @@ def sweep(
         bool, typer.Option(help="Continue an interrupted sweep (finished trials are kept); start it if there is none.")
     ] = False,
     max_concurrent: Annotated[
-        int | None, typer.Option(help="Trials running at once (default: as resources allow).")
+        int | None, typer.Option(min=1, help="Trials running at once (default: as resources allow).")
     ] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray instance (default: all).")] = None,
     overwrite: Annotated[
@@ -115,7 +115,7 @@ def _list_sweeps(sweeps: dict[str, Path]) -> None:
 def report(
     sweeps: Annotated[list[str], typer.Argument(help="Sweep directories (or URIs), e.g. runs/sweeps/quick.")],
     out: Annotated[Path, typer.Option(help="Where tables and figures are written.")] = Path("analysis/out"),
-    last_k: Annotated[int, typer.Option(help="Average each trial's last k evaluations (1: final score).")] = 1,
+    last_k: Annotated[int, typer.Option(min=1, help="Average each trial's last k evaluations (1: final score).")] = 1,
     figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
     models: Annotated[Path | None, typer.Option(
         help="The trained models, if not in the sweep's artifacts/ (for exported trials: romi export --models's).")

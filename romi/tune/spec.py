@@ -14,7 +14,16 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from romi.config import METHOD_TABLE, FrozenModel, Method, Profile, RunConfig, build_run_config, validation_problems
+from romi.config import (
+    MAX_SEED,
+    METHOD_TABLE,
+    FrozenModel,
+    Method,
+    Profile,
+    RunConfig,
+    build_run_config,
+    validation_problems,
+)
 from romi.errors import ConfigError, DatasetMissingError, RomiError
 from romi.layout import trial_name
 
@@ -42,7 +51,7 @@ class SweepSpec(FrozenModel):
     tasks: tuple[str, ...] = Field(min_length=1)
     methods: tuple[Method, ...] = Field(min_length=1)
     seeds: int | tuple[int, ...] = 3
-    """A count (seeds 0..n-1, at least 1) or an explicit non-empty list of distinct seeds >= 0."""
+    """A count (seeds 0..n-1, at least 1) or an explicit non-empty list of distinct seeds in [0, 2^32)."""
     profile: Profile = "paper"
     overrides: dict[str, Any] = Field(default_factory=dict)
     """Config overrides applied to every trial (nested, as `--set` paths)."""
@@ -61,11 +70,19 @@ class SweepSpec(FrozenModel):
         if isinstance(value, int) and value < 1:
             raise ValueError(f"a seed count must be at least 1 (e.g. seeds: 3 for seeds 0, 1, 2), got {value}")
         if isinstance(value, tuple):
-            if not value or min(value) < 0:
-                raise ValueError(f"a seed list must be non-empty with seeds >= 0 (e.g. seeds: [0, 1, 2]), "
-                                 f"got {list(value)}")
+            if not value or min(value) < 0 or max(value) > MAX_SEED:
+                raise ValueError(f"a seed list must be non-empty with seeds in [0, {MAX_SEED}] (e.g. seeds: "
+                                 f"[0, 1, 2]), got {list(value)}")
             if len(set(value)) != len(value):
                 raise ValueError(f"seeds {list(value)} repeat a seed (each trial is one seed)")
+        return value
+
+    @field_validator("tasks", "methods")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({item for item in value if value.count(item) > 1})
+        if repeated:  # each would run the same trials again
+            raise ValueError(f"{', '.join(repeated)} listed more than once (each is one column of trials)")
         return value
 
     @field_validator("overrides")
@@ -125,12 +142,30 @@ def resolve_sweep_path(path_or_name: str | Path) -> Path:
                       f"give a path, or a shipped sweep by name: {', '.join(shipped)} (`romi sweep --list`)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently,
+    so `seeds: 3` then `seeds: [0]` would run something the file does not seem to say)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (keep one)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
 def load_sweep(path: str | Path, profile: str | None = None) -> SweepSpec:
     """Read and validate a sweep file (a path or a shipped sweep's name); `profile` (paper, reduced or
     quick) replaces the file's."""
     path = resolve_sweep_path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"sweep file {path} is not valid YAML: {err}",
                           "fix the YAML syntax at the line and column shown (see tune_configs/quick.yaml)") from err
