@@ -80,17 +80,15 @@ class Learner:
 
 
 class RomiBCQ(Learner):
-    def __init__(self, data: dict[str, Any], seed: int, vae_log_std: tuple[float, float] | None = None) -> None:
+    def __init__(self, data: dict[str, Any], seed: int, vae_decoder: str = "tanh") -> None:
         from romi.agents.bcq import BCQ
         from romi.config import BCQConfig
         from romi.rng import generator
 
         config = BCQConfig()
-        if vae_log_std is not None:
-            low, high = vae_log_std
-            config = config.model_copy(update={"vae": config.vae.model_copy(
-                update={"log_std_min": low, "log_std_max": high})})
         self.agent = BCQ(data["observations"].shape[1], data["actions"].shape[1], 1.0, config, seed=seed)
+        if vae_decoder == "linear":
+            _linear_decoder(self.agent.vae)
         self.columns = [torch.as_tensor(data[k]).float() for k in
                         ("observations", "actions", "rewards", "next_observations", "terminals")]
         self.generator = generator(seed, "sampler", "cpu")
@@ -110,8 +108,22 @@ class RomiBCQ(Learner):
         return self.agent.critic(observations, actions, members=1)[0]
 
 
+def _linear_decoder(vae: Any) -> None:
+    """Make a romi CVAE decode as d3rlpy 2.8.1's BCQ does: the decoder's last layer without tanh (d3rlpy's
+    `VAEDecoder.forward` returns `fc(h)` when `with_squash=True`, the default BCQ calls it with, and
+    `tanh(fc(h))` only when it is False), so decoded actions may leave [-1, 1] until the actor clamps them."""
+    def decode(states: torch.Tensor, z: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        if z is None:
+            z = torch.randn(states.shape[0], vae.latent_dim, dtype=states.dtype,
+                            generator=generator).clamp(-vae.latent_clip, vae.latent_clip)
+        return vae.decoder(torch.cat([states, z], dim=-1))
+
+    vae.decode = decode
+
+
 class D3rlpyBCQ(Learner):
-    def __init__(self, data: dict[str, Any], seed: int, vae_log_std: tuple[float, float] | None = None) -> None:
+    def __init__(self, data: dict[str, Any], seed: int, vae_decoder: str = "linear") -> None:
         import d3rlpy
 
         d3rlpy.seed(seed)
@@ -143,9 +155,10 @@ class D3rlpyBCQ(Learner):
         self.algo = config.create(device="cpu:0")
         self.algo.build_with_dataset(self.buffer)
         self.impl = self.algo.impl
-        if vae_log_std is not None:  # d3rlpy clamps the VAE's log-std to [-20, 2]; Fujimoto's code to [-4, 15]
-            encoder = self.impl.modules.vae_encoder
-            encoder._min_logstd, encoder._max_logstd = vae_log_std
+        if vae_decoder == "tanh":  # the authors' (and romi's) decoder: max_action * tanh(fc(h))
+            decoder = self.impl.modules.vae_decoder
+            forward = decoder.forward
+            decoder.forward = lambda x, latent, with_squash=True: forward(x, latent, with_squash=False)
         self.step_count = 0
 
     def step(self) -> tuple[float, float, float, float]:
@@ -230,13 +243,13 @@ class _FujimotoBuffer:
 
 
 def make_learner(impl: str, data: dict[str, Any], seed: int, fujimoto_bcq: Path | None,
-                 vae_log_std: tuple[float, float] | None = None) -> Learner:
+                 vae_decoder: str | None = None) -> Learner:
     if impl == "romi":
-        return RomiBCQ(data, seed, vae_log_std)
+        return RomiBCQ(data, seed, vae_decoder or "tanh")
     if impl == "d3rlpy":
-        return D3rlpyBCQ(data, seed, vae_log_std)
-    if vae_log_std is not None:
-        raise SystemExit("--vae-log-std applies to romi and d3rlpy (the authors' code is run unchanged)")
+        return D3rlpyBCQ(data, seed, vae_decoder or "linear")
+    if vae_decoder is not None:
+        raise SystemExit("--vae-decoder applies to romi and d3rlpy (the authors' code is run unchanged)")
     if fujimoto_bcq is None or not fujimoto_bcq.is_file():
         raise SystemExit("--impl fujimoto needs --fujimoto-bcq PATH/continuous_BCQ/BCQ.py (a checkout of sfujim/BCQ)")
     return FujimotoBCQ(data, seed, fujimoto_bcq)
@@ -244,13 +257,13 @@ def make_learner(impl: str, data: dict[str, Any], seed: int, fujimoto_bcq: Path 
 
 # ---- one run ----------------------------------------------------------------------------------
 def run(impl: str, data_path: Path, seed: int, steps: int, every: int, log_path: Path,
-        fujimoto_bcq: Path | None, episodes: int, vae_log_std: tuple[float, float] | None = None) -> None:
+        fujimoto_bcq: Path | None, episodes: int, vae_decoder: str | None = None) -> None:
     from romi.envs import make_eval_env
     from romi.evaluation import Evaluator
     from romi.tasks import get_task
 
     key = {"impl": impl, "seed": seed, "steps": steps, "data": str(data_path.name),
-           "variant": "" if vae_log_std is None else f"vae log-std in [{vae_log_std[0]:g}, {vae_log_std[1]:g}]"}
+           "variant": "" if vae_decoder is None else f"{vae_decoder} VAE decoder"}
     done = [r for r in read_log(log_path) if all(r.get(k, "") == v for k, v in key.items())]
     if done and done[-1]["step"] >= steps:
         print(f"{impl} seed {seed}: already in {log_path}")
@@ -262,7 +275,7 @@ def run(impl: str, data_path: Path, seed: int, steps: int, every: int, log_path:
     torch.set_num_threads(1)
     data = load(data_path)
     task = get_task(str(data["task"]))
-    learner = make_learner(impl, data, seed, fujimoto_bcq, vae_log_std)
+    learner = make_learner(impl, data, seed, fujimoto_bcq, vae_decoder)
     probe_rows = np.random.default_rng(12345).choice(len(data["observations"]), PROBE_STATES, replace=False)
     probe = torch.as_tensor(data["observations"][probe_rows]).float()
     evaluator = Evaluator(make_eval_env(task), data["observations"], episodes=episodes, seed=seed,
@@ -344,9 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--fujimoto-bcq", type=Path, default=os.environ.get("FUJIMOTO_BCQ"))
-    p.add_argument("--vae-log-std", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="clamp the behaviour VAE's log-std to [MIN, MAX] (romi, d3rlpy): the one setting in "
-                        "which d3rlpy's BCQ differs from the authors' ([-20, 2] against [-4, 15])")
+    p.add_argument("--vae-decoder", choices=("tanh", "linear"),
+                   help="the behaviour VAE's output layer (romi, d3rlpy): the authors' and romi's squash it with "
+                        "tanh; d3rlpy 2.8.1's BCQ does not (default: each implementation's own)")
     p = sub.add_parser("show")
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--metric", default="q_mean")
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         export(args.task, args.out)
     elif args.command == "run":
         run(args.impl, args.data, args.seed, args.steps, args.every, args.log, args.fujimoto_bcq, args.episodes,
-            tuple(args.vae_log_std) if args.vae_log_std else None)
+            args.vae_decoder)
     else:
         show(args.log, args.metric)
 

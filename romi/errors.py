@@ -37,6 +37,10 @@ class DatasetOutdatedError(RomiError):
     """A home-made dataset written by an older recipe whose numbers no longer mean the same."""
 
 
+class DatasetTooSmallError(RomiError):
+    """A dataset holds too few transitions for a stage of the run (e.g. a dynamics model's fit)."""
+
+
 class DatasetExistsError(RomiError):
     """Refusing to overwrite an existing dataset."""
 

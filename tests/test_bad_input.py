@@ -404,3 +404,46 @@ def test_sweep_files_that_say_a_thing_twice_are_refused(scratch: Path, text: str
     path = scratch / "twice.yaml"
     path.write_text(text)
     refused(["sweep", str(path), "--plan"], needle, roots=(scratch,))
+
+
+@pytest.mark.parametrize("refs", [{"ref_min_score": 5.0, "ref_max_score": 5.0}, {"ref_max_score": None},
+                                  {"ref_max_score": "NaN"}, {"ref_min_score": "missing"}])
+def test_a_dataset_whose_refs_cannot_normalise_is_refused_by_info_and_train(
+        umaze_dataset: str, scratch: Path, monkeypatch: pytest.MonkeyPatch, refs: dict[str, object]) -> None:
+    """Equal, null, NaN or missing reference returns: no score could be normalised with them."""
+    store = scratch / "store"
+    source = dataset_dir(TASKS[umaze_dataset].local_id)
+    relative = source.relative_to(datasets_root())
+    shutil.copytree(source, store / relative)
+    meta_path = store / relative / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for key, value in refs.items():
+        if value == "missing":
+            meta.pop(key)
+        else:
+            meta[key] = value
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    refused(["data", "info", umaze_dataset], "reference scores", "romi data make", roots=(store,))
+    refused(["train", "--task", umaze_dataset, "--method", "BCQ", *TINY, "--out", str(scratch / "run")],
+            "reference scores", roots=(store,))
+    assert not (scratch / "run").exists()
+
+
+def test_a_minari_store_that_is_a_file_is_named_at_once(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = scratch / "store.txt"
+    store.write_text("not a directory")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    for args in (["data", "list"], ["data", "make", "maze2d-umaze-sparse", "--steps", "100"],
+                 ["train", "--task", "maze2d-umaze-sparse", "--method", "BCQ", *TINY, "--out", str(scratch / "r")]):
+        refused(args, "is a file, not a directory", "MINARI_DATASETS_PATH", roots=(scratch,))
+
+
+def test_a_dataset_too_small_for_a_model_is_named_before_any_learning(scratch: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data make --steps 1` makes a valid one-step dataset; a ROMI run on it says why it cannot fit a model."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(scratch / "store"))
+    made = runner.invoke(app, ["data", "make", "maze2d-umaze-sparse", "--steps", "1", "--ref-episodes", "1"])
+    assert made.exit_code == 0, made.output
+    refused(["train", "--task", "maze2d-umaze-sparse", "--method", "ROMI-BCQ", *TINY, "--out", str(scratch / "run"),
+             "--artifacts", str(scratch / "a")], "at least 2", "romi data make", roots=(scratch / "store",))

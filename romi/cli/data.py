@@ -117,6 +117,7 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
     from romi.data.minari_io import (
         check_recipe_current,
         dataset_present,
+        dataset_refs,
         dataset_size_bytes,
         load_transitions,
         read_metadata,
@@ -170,6 +171,11 @@ def data_info(task: Annotated[str, typer.Argument(help="Task name or dataset id.
             f"    reference scores (random / expert): this dataset's {_ref(meta.get('ref_min_score'))} / "
             f"{_ref(meta.get('ref_max_score'))}  |  D4RL's {spec.d4rl_ref_min} / {spec.d4rl_ref_max}"
         )
+        try:
+            dataset_refs(dataset_id, meta, spec)
+        except DatasetCorruptError as err:
+            console.print(f"    [red]unusable:[/] {escape(err.problem)}; fix: {escape(err.hint or '')}")
+            damaged.append(err)
         if visits is not None:
             console.print(f"    {visits.describe()}")
         if outdated is not None:

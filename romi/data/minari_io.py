@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -30,8 +31,14 @@ _DATA = "main_data.hdf5"
 
 
 def datasets_root() -> Path:
-    """The Minari store, as Minari itself resolves it."""
-    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+    """The Minari store, as Minari itself resolves it. A store path that is a file can hold no dataset:
+    refused here, so `data list` does not call every dataset absent, `train` does not say to make one and
+    `data make` does not simulate for minutes before it fails."""
+    root = Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+    if root.exists() and not root.is_dir():
+        raise DatasetMissingError(f"the Minari store {root} (MINARI_DATASETS_PATH) is a file, not a directory",
+                                  "point MINARI_DATASETS_PATH at a directory (it is made if missing)")
+    return root
 
 
 def dataset_dir(dataset_id: str) -> Path:
@@ -100,9 +107,31 @@ def load_dataset(task: TaskSpec, source: DataSource = "auto", recipe: str | None
     dataset_id = resolve_dataset_id(task, source, recipe)
     transitions = load_transitions(dataset_id)
     meta = read_metadata(dataset_id)
-    local_refs = (float(meta.get("ref_min_score", task.d4rl_ref_min)),
-                  float(meta.get("ref_max_score", task.d4rl_ref_max)))
+    local_refs = dataset_refs(dataset_id, meta, task)
     return Dataset(dataset_id, task, transitions, dataset_fingerprint(dataset_id, meta), local_refs)
+
+
+def dataset_refs(dataset_id: str, meta: dict[str, Any], task: TaskSpec) -> tuple[float, float]:
+    """The (random, expert) returns a dataset's scores are normalised with: its own (home-made datasets must
+    carry them: they were measured on our evaluation env), or D4RL's for an official one that has none."""
+    if dataset_id.startswith("local/"):
+        return check_refs(dataset_id, meta.get("ref_min_score"), meta.get("ref_max_score"))
+    return check_refs(dataset_id, meta.get("ref_min_score", task.d4rl_ref_min),
+                      meta.get("ref_max_score", task.d4rl_ref_max))
+
+
+def check_refs(dataset_id: str, ref_min: object, ref_max: object) -> tuple[float, float]:
+    """A dataset's (random, expert) reference returns, refused before any training when no score could be
+    normalised with them: missing, not numbers, NaN/inf, or equal (a zero-width scale)."""
+    try:
+        low, high = float(ref_min), float(ref_max)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high)) or low == high:
+        raise DatasetCorruptError(
+            f"dataset {dataset_id!r} has reference scores random {ref_min!r} / expert {ref_max!r}, which cannot "
+            "normalise a score (they must be two different finite numbers)", _recreate_hint(dataset_id))
+    return low, high
 
 
 def _recreate_hint(dataset_id: str) -> str:

@@ -25,6 +25,7 @@ from torch import nn
 
 from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
+from romi.errors import DatasetTooSmallError
 from romi.io import atomic_torch_save
 from romi.models.ensemble import GaussianEnsemble
 from romi.nets import standardization
@@ -170,7 +171,10 @@ class DynamicsModel(nn.Module):
         inputs_np, targets_np = make_training_pairs(transitions, self.direction, keep_terminals)
         n = len(inputs_np)
         if n < 2:
-            raise ValueError(f"need at least 2 usable transitions to fit the dynamics model, got {n}")
+            raise DatasetTooSmallError(
+                f"the dataset has {n} transition(s) a dynamics model can learn from (terminal and time-out "
+                f"steps left out); fitting one needs at least 2", "make a larger dataset (romi data make TASK "
+                "--steps N --overwrite), or run a method without a model (BCQ, CQL)")
         inputs = torch.as_tensor(inputs_np, device=device)
         targets = torch.as_tensor(targets_np, device=device)
 
