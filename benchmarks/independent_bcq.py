@@ -19,7 +19,8 @@ continuous stream as one episode plus one closing row, so it neither drops nor i
     python benchmarks/independent_bcq.py export --task maze2d-umaze-sparse --out DIR/umaze.npz
     python benchmarks/independent_bcq.py run --impl romi --data DIR/umaze.npz --seed 0 --steps 60000 \
         --log DIR/curves.jsonl
-    python benchmarks/independent_bcq.py show --log DIR/curves.jsonl
+    python benchmarks/independent_bcq.py show --log DIR/curves.jsonl [--metric critic_loss]
+    python benchmarks/independent_bcq.py plot --log DIR/curves.jsonl --out DIR/q_curves
 
 Logged per window: the mean over the window's steps of the critic loss (sum of the two critics' mean
 squared TD errors, what all three optimise), of Q(s, a) on the batch (both critics), of the TD target
@@ -332,14 +333,49 @@ def show(log_path: Path, metric: str) -> None:
     steps = sorted({s for curve in runs.values() for s in curve})
     print(f"{metric} | " + " | ".join(f"{s // 1000}k" for s in steps))
     for (impl, seed, data), curve in sorted(runs.items()):
-        print(f"{impl} s{seed} {data} | " + " | ".join(f"{curve[s]:.2f}" if s in curve else "" for s in steps))
+        print(f"{impl} s{seed} {data} | " + " | ".join(f"{curve[s]:.3g}" if s in curve else "" for s in steps))
     for impl in sorted({k[0] for k in runs}):
         curves = [c for k, c in runs.items() if k[0] == impl]
         spread = [(min(c[s] for c in curves if s in c), max(c[s] for c in curves if s in c)) if any(
             s in c for c in curves) else None for s in steps]
-        print(f"{impl} range | " + " | ".join(f"{lo:.1f}-{hi:.1f}" if lo is not None else "" for lo, hi in
+        print(f"{impl} range | " + " | ".join(f"{lo:.3g}-{hi:.3g}" if lo is not None else "" for lo, hi in
                                               (x or (None, None) for x in spread)))
     _ = statistics  # spread above is min-max: with 3 seeds a std says little more
+
+
+def plot(log_path: Path, out: Path) -> None:
+    """Q(s, a) on the batches and the critic loss against steps, one line per (implementation, seed), with
+    the value bound of 0/1 rewards at gamma 0.99 (100): `out`.png and .svg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in read_log(log_path):
+        impl = r["impl"] + (f" ({r['variant']})" if r.get("variant") else "")
+        runs.setdefault((impl, r["seed"]), []).append(r)
+    colours = {impl: f"C{i}" for i, impl in enumerate(sorted({k[0] for k in runs}))}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (impl, seed), records in sorted(runs.items()):
+        steps = [r["step"] for r in records]
+        label = f"{impl} s{seed}"
+        axes[0].plot(steps, [r["q_mean"] for r in records], color=colours[impl], marker="o", ms=3, label=label)
+        axes[1].plot(steps, [r["critic_loss"] for r in records], color=colours[impl], marker="o", ms=3)
+    axes[0].axhline(100.0, color="black", ls="--", lw=1)
+    axes[0].annotate("r_max / (1 - γ) = 100", (0.01, 100.0), xycoords=("axes fraction", "data"), va="bottom",
+                     fontsize=7)
+    for ax, name in zip(axes, ("mean Q(s, a) on batches", "critic loss (sum of the two critics' MSE)"),
+                        strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".png", ".svg"):
+        fig.savefig(out.with_suffix(suffix), dpi=120)
+    print(f"wrote {out.with_suffix('.png')}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -363,12 +399,17 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("show")
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--metric", default="q_mean")
+    p = sub.add_parser("plot")
+    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "export":
         export(args.task, args.out)
     elif args.command == "run":
         run(args.impl, args.data, args.seed, args.steps, args.every, args.log, args.fujimoto_bcq, args.episodes,
             args.vae_decoder)
+    elif args.command == "plot":
+        plot(args.log, args.out)
     else:
         show(args.log, args.metric)
 

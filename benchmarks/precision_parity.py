@@ -59,7 +59,7 @@ def run_curve(precision: str, seed: int, steps: int, artifacts: Path) -> dict[st
     config = build_run_config(TASK, "ROMI-BCQ", seed=seed, profile="quick", overrides={
         "gradient_steps": steps, "eval": {"every": every, "episodes": 10, "last_k": 3},
         "dynamics": {"max_epochs": 10, "batches_per_epoch": 100}, "imagination": {"buffer_size": 50_000},
-        "precision": precision,
+        "precision": precision, "data_recipe": "minari",  # the slow test's data (see tests/test_learning.py)
     })
     # Lines (at most one per 10 s) for the model's epochs and the gradient steps, with ETAs.
     def log(line: str) -> None:
@@ -89,7 +89,7 @@ def main() -> None:
 
     from romi.data.make import make_dataset
 
-    make_dataset(TASK, steps=100_000, seed=3, ref_episodes=5)  # the slow test's dataset; kept if made
+    make_dataset(TASK, steps=100_000, seed=3, ref_episodes=5, recipe="minari")  # the slow test's; kept if made
     curves_path = args.state / "curves.jsonl"
     done = [json.loads(line) for line in curves_path.read_text().splitlines()] if curves_path.exists() else []
     wanted = [("fp32", s) for s in args.seeds] + [("bf16", s) for s in args.bf16_seeds]

@@ -33,8 +33,11 @@ def test_romi_bcq_improves_on_maze2d_umaze_dense(isolated_minari_store: Path, tm
     the gap between them is visible in the CI log; the bar is on ROMI-BCQ against the untrained policy
     (at 6k steps the gap between the two methods is not reliable enough to assert).
     """
-    make_dataset("maze2d-umaze-dense", steps=100_000, seed=3, ref_episodes=5, overwrite=True)
-    common = {"gradient_steps": 6_000, "eval": {"every": 1_000, "episodes": 10, "last_k": 3}}
+    # The Minari recipe's data, on which the numbers in the module docstring were measured; the test's bar
+    # has not been measured on the (default) D4RL recipe's data yet.
+    make_dataset("maze2d-umaze-dense", steps=100_000, seed=3, ref_episodes=5, overwrite=True, recipe="minari")
+    common = {"gradient_steps": 6_000, "eval": {"every": 1_000, "episodes": 10, "last_k": 3},
+              "data_recipe": "minari"}
     romi = build_run_config("maze2d-umaze-dense", "ROMI-BCQ", seed=0, profile="quick", overrides={
         **common, "dynamics": {"max_epochs": 10, "batches_per_epoch": 100}, "imagination": {"buffer_size": 50_000},
     })
