@@ -19,6 +19,7 @@ from romi.config import RunConfig, check_device_available, saved_config
 from romi.errors import ConfigError
 from romi.io import atomic_write_json, atomic_write_text, check_writable_dir
 from romi.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
+from romi.locks import exclusive
 from romi.pipeline import EvalRecord, Log, Run, read_state
 from romi.progress import Reporter
 
@@ -50,8 +51,16 @@ def train_run(
     was (no `config.json` that would make the corrected command refuse "a different config").
     """
     config = config.resolved()
-    config_path, summary_path = out_dir / CONFIG_FILE, out_dir / SUMMARY_FILE
     check_run_inputs(config, out_dir, artifacts_dir)
+    # One writer per run directory: a second `romi train --out` the same directory is refused while the
+    # first runs (else config.json could come from one run and the evaluations from the other).
+    with exclusive(out_dir, f"run directory {out_dir}"):
+        return _train_run_locked(config, out_dir, artifacts_dir, log=log, on_eval=on_eval, reporter=reporter)
+
+
+def _train_run_locked(config: RunConfig, out_dir: Path, artifacts_dir: Path, *, log: Log,
+                      on_eval: Callable[[EvalRecord, Run], None] | None, reporter: Reporter | None) -> dict[str, Any]:
+    config_path, summary_path = out_dir / CONFIG_FILE, out_dir / SUMMARY_FILE
     if config_path.exists() and saved_config(json.loads(config_path.read_text())) != json.loads(config.to_json()):
         raise ConfigError(
             f"{out_dir} holds a run with a different config",

@@ -447,3 +447,44 @@ def test_a_dataset_too_small_for_a_model_is_named_before_any_learning(scratch: P
     assert made.exit_code == 0, made.output
     refused(["train", "--task", "maze2d-umaze-sparse", "--method", "ROMI-BCQ", *TINY, "--out", str(scratch / "run"),
              "--artifacts", str(scratch / "a")], "at least 2", "romi data make", roots=(scratch / "store",))
+
+
+# --- two writers at once ---------------------------------------------------------------------------
+
+
+def test_a_second_writer_of_a_run_directory_or_a_dataset_is_refused_with_its_holder(
+        umaze_dataset: str, scratch: Path) -> None:
+    from romi.locks import exclusive
+
+    run = scratch / "run"
+    with exclusive(run, f"run directory {run}"):  # as a first `romi train --out run` would hold it
+        text = refused(["train", "--task", umaze_dataset, "--method", "BCQ", *TINY, "--out", str(run),
+                        "--artifacts", str(scratch / "a")], "is being written by another romi process", "pid",
+                       roots=(scratch,))
+        assert "wait for it to finish" in text
+    target = dataset_dir(TASKS[umaze_dataset].local_id)
+    with exclusive(target, "dataset"):
+        refused(["data", "make", umaze_dataset, "--steps", "100", "--overwrite"], "being written", roots=(scratch,))
+
+
+def test_a_lock_left_by_a_killed_writer_is_recognised_as_stale(scratch: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from romi.locks import exclusive
+
+    target = scratch / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from romi.locks import exclusive\n"
+        f"with exclusive(Path({str(target)!r}), 'x'):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(Exception, match="being written"), exclusive(target, "run directory"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with exclusive(target, "run directory"):  # the killed holder's lock went with it
+        pass

@@ -77,6 +77,9 @@ def write_dataset(
         metadata_path.write_text(json.dumps(metadata, default=str))
         final.parent.mkdir(parents=True, exist_ok=True)
         _ensure_namespace_metadata(dataset_id)
+        if final.exists() and not overwrite:  # made meanwhile by someone who did not hold romi's lock
+            raise DatasetExistsError(f"dataset {dataset_id!r} appeared at {final} while this one was being made",
+                                     "pass --overwrite to replace it, or keep the one there")
         if final.exists():
             trash = final.with_name(final.name + f".old-{uuid.uuid4().hex[:8]}")
             final.rename(trash)

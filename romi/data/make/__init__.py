@@ -16,6 +16,7 @@ from romi.data.minari_io import (
 )
 from romi.data.minari_write import write_dataset
 from romi.errors import DatasetExistsError, RomiError
+from romi.locks import exclusive
 from romi.tasks import TaskSpec, get_task
 
 Progress = Callable[[int], None]
@@ -76,6 +77,16 @@ def make_dataset(
             f"{', '.join(options)} only {verb} to the SAC-made locomotion datasets, not to {task.name}",
             f"drop {them}",
         )
+    # One maker per dataset: a second `romi data make` of it is refused while the first simulates (else the
+    # second would silently replace the first, both saying "made").
+    with exclusive(dataset_dir(dataset_id), f"dataset {dataset_id}"):
+        return _make_locked(task, dataset_id, recipe, steps=steps, seed=seed, overwrite=overwrite,
+                            ref_episodes=ref_episodes, progress=progress, log=log, recipe_options=recipe_options)
+
+
+def _make_locked(task: TaskSpec, dataset_id: str, recipe: str | None, *, steps: int | None, seed: int,
+                 overwrite: bool, ref_episodes: int, progress: Progress | None, log: Callable[[str], None] | None,
+                 recipe_options: dict[str, Any]) -> MakeSummary:
     if dataset_dir(dataset_id).exists() and not overwrite:
         # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
         return _already_made(task, dataset_id, steps=steps, seed=seed, recipe_options=recipe_options,
