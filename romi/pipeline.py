@@ -111,6 +111,8 @@ class Run:
                 f"{torch.backends.cpu.get_cpu_capability()}): torch emulates them, expect it slower than fp32")
         self.stage_seconds["data"] = time.perf_counter() - started
 
+        if config.method_spec.direction is not None:  # before minutes of model training, not after
+            build.check_buffer_fits(config, data.obs_dim, data.act_dim)
         env = make_eval_env(task)
         max_action = float(env.action_space.high[0])
         self.evaluator = Evaluator(env, data.observations, episodes=config.eval.episodes, seed=config.seed,

@@ -488,3 +488,13 @@ def test_a_lock_left_by_a_killed_writer_is_recognised_as_stale(scratch: Path) ->
         holder.wait()
     with exclusive(target, "run directory"):  # the killed holder's lock went with it
         pass
+
+
+def test_a_model_buffer_that_cannot_fit_in_memory_is_refused_before_any_model_trains(umaze_dataset: str,
+                                                                                      scratch: Path) -> None:
+    text = refused(["train", "--task", umaze_dataset, "--method", "ROMI-BCQ", *TINY, "--set",
+                    "imagination.buffer_size=20000000000", "--out", str(scratch / "run"),
+                    "--artifacts", str(scratch / "a")],
+                   "20,000,000,000 transitions needs about", "GB available", "lower imagination.buffer_size",
+                   roots=(scratch,))
+    assert "dynamics" not in text, "refused before the dynamics model trains"

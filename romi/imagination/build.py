@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from romi.config import DynamicsConfig, RolloutPolicyConfig, RunConfig
 from romi.data.minari_io import Dataset
 from romi.data.transitions import Transitions
 from romi.envs import goal_xy
-from romi.imagination.rollout import BufferRequest, shard_plan
+from romi.errors import ConfigError
+from romi.imagination.rollout import BufferRequest, build_buffer_in_process, shard_plan
 from romi.models.dynamics import DynamicsModel
 from romi.models.rollout_policy import RolloutPolicyModule, build_rollout_policy, train_rollout_policy
 from romi.progress import DynamicsEpoch, EpochTimer, Reporter
@@ -165,6 +167,38 @@ BufferBuilder = Callable[[BufferRequest], Batch]
 depends only on the plan's seeds."""
 
 
+BUFFER_COPIES = 2
+"""Peak copies of the buffer in memory while it is made: the shards, then their concatenation."""
+
+
+def buffer_bytes(size: int, obs_dim: int, act_dim: int) -> int:
+    """Bytes of a model buffer of `size` float32 transitions (s, a, r, s', done)."""
+    return size * (2 * obs_dim + act_dim + 2) * 4
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give (Linux's MemAvailable), or None where it cannot tell."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_buffer_fits(config: RunConfig, obs_dim: int, act_dim: int) -> None:
+    """Refuse, before minutes of dynamics training, a model buffer this machine cannot hold."""
+    need = BUFFER_COPIES * buffer_bytes(config.imagination.buffer_size, obs_dim, act_dim)
+    have = available_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"a model buffer of {config.imagination.buffer_size:,} transitions needs about {need / 1e9:,.1f} GB "
+            f"while it is made ({BUFFER_COPIES} copies of {need / BUFFER_COPIES / 1e9:,.1f} GB), "
+            f"and this machine has {have / 1e9:,.1f} GB available",
+            "lower imagination.buffer_size (the paper's is 4,000,000), or run on a machine with more memory")
+
+
 def model_buffer(store: ArtifactStore, data: Transitions, identity: DataIdentity, task: TaskSpec,
                  config: RunConfig, max_action: float, builder: BufferBuilder, start_weights: np.ndarray | None,
                  log: Log = lambda _: None, reporter: Reporter | None = None) -> tuple[Batch, dict[str, float]]:
@@ -189,7 +223,7 @@ def model_buffer(store: ArtifactStore, data: Transitions, identity: DataIdentity
         seed=config.seed, start_weights=start_weights, device=config.device,
     )
     started = time.perf_counter()
-    buffer = builder(request)
+    buffer = build_buffer_in_process(request, log) if builder is build_buffer_in_process else builder(request)
     seconds["imagination"] = elapsed = time.perf_counter() - started
     log(f"model buffer: {len(buffer):,} transitions in {elapsed:.1f} s ({len(buffer) / max(elapsed, 1e-9):,.0f}/s)")
     return buffer, seconds

@@ -17,6 +17,7 @@ content depends only on its seed, so the buffer is the same whatever the number 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -224,6 +225,18 @@ class BufferRequest:
                                   is_done, self.start_batch_size, seed)
 
 
-def build_buffer_in_process(request: BufferRequest) -> Batch:
-    """The model buffer, shard after shard in this process (`workers.RayBufferBuilder` uses actors)."""
-    return Batch.concat([request.generate(size, seed) for size, seed in request.plan])
+def build_buffer_in_process(request: BufferRequest, log: Callable[[str], None] | None = None,
+                            every: float = 10.0) -> Batch:
+    """The model buffer, shard after shard in this process (`workers.RayBufferBuilder` uses actors). `log`
+    hears how far it is, with an ETA, at most every `every` seconds (a 4M buffer takes minutes on a CPU)."""
+    shards, started, last = [], time.perf_counter(), time.perf_counter()
+    total, done = sum(size for size, _ in request.plan), 0
+    for size, seed in request.plan:
+        shards.append(request.generate(size, seed))
+        done += size
+        now = time.perf_counter()
+        if log is not None and done < total and now - last >= every:
+            eta = (total - done) * (now - started) / done
+            log(f"model buffer: {done:,} / {total:,} transitions ({100 * done / total:.0f}%), ETA {eta:.0f} s")
+            last = now
+    return Batch.concat(shards)
