@@ -61,3 +61,10 @@ def read_evaluation_lines(text: str | None) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
+
+
+def evaluation_lines_cut(text: str | None) -> bool:
+    """Whether an `evaluations.jsonl` ends in a line that does not parse (cut by a crash or a bad copy):
+    its run cannot be called finished, whatever its summary says."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return len(read_evaluation_lines(text)) < len(lines)

@@ -480,3 +480,35 @@ def test_load_results_refuses_a_path_that_is_not_there(tmp_path: Path, monkeypat
         load_results(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     assert load_results(tmp_path / "empty").empty  # there but empty: a sweep that has not started
+
+
+def test_export_refuses_another_run_of_an_exported_trial_before_writing_anything(sweep: Path,
+                                                                                   tmp_path: Path) -> None:
+    """After `romi sweep --overwrite` the sweep holds a new run of each trial: exporting it onto the old
+    export would keep the old trial as "already there" beside the new manifest. Refused, nothing written."""
+    out = tmp_path / "kept"
+    assert CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)]).exit_code == 0
+    result_file = sweep / f"{TASK}_BCQ_seed0" / "result.json"
+    lines = [json.loads(line) for line in result_file.read_text().splitlines()]
+    result_file.write_text("".join(json.dumps({**r, "score": r["score"] + 1.0}) + "\n" for r in lines))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    again = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)], env={"COLUMNS": "300"})
+    text = " ".join(again.output.split())
+    assert again.exit_code == 2 and "holds another run of" in text and "move those directories away" in text
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, "nothing written, manifest included"
+    # A leftover directory without a summary is named too, not met as a failed rename of a hidden staging path.
+    shutil.rmtree(out)
+    (out / f"{TASK}_BCQ_seed1").mkdir(parents=True)
+    leftover = CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)], env={"COLUMNS": "300"})
+    assert leftover.exit_code == 2 and "holds no finished export" in " ".join(leftover.output.split())
+
+
+def test_an_exported_trial_whose_evaluations_are_cut_mid_line_is_not_finished(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kept"
+    assert CliRunner().invoke(app, ["export", str(sweep), "--out", str(out)]).exit_code == 0
+    evaluations = out / f"{TASK}_BCQ_seed0" / "evaluations.jsonl"
+    text = evaluations.read_text()
+    evaluations.write_text(text[: len(text) - 40])  # the last line cut mid-way
+    trials = summarize_trials(load_results(str(out))).set_index(["method", "seed"])
+    assert trials.loc[("BCQ", 0), "status"] == "stopped" and trials.loc[("BCQ", 0), "steps"] == 200
+    assert trials.loc[("BCQ", 1), "status"] == "finished"

@@ -37,6 +37,7 @@ from romi.layout import (
     POLICY_EPISODES_FILE,
     SUMMARY_FILE,
     evaluation_lines,
+    read_evaluation_lines,
     trial_name,
 )
 from romi.pipeline import cpus_of
@@ -61,11 +62,11 @@ MANIFESTS_DIR = "manifests"
 def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) -> Exported:
     """Write every finished trial of the Tune experiment at `sweep` under `out/<trial name>/`."""
     fs, root = filesystem(sweep)
+    trials = [t for t in _find_trials(fs, root) if t.sweep != "train"]  # a run directory already is an export
+    _refuse_other_runs_of_the_same_trials(trials, out)  # before anything is written, the manifest included
     manifest = _export_manifest(fs, root, out)
     written, already, unfinished, notes = [], [], [], []
-    for trial in _find_trials(fs, root):
-        if trial.sweep == "train":
-            continue  # a run directory already is an export
+    for trial in trials:
         if trial.status != "finished":
             unfinished.append(f"{trial.name} ({trial.status}, {len(trial.records)} evaluations)")
             continue
@@ -113,6 +114,32 @@ def export_finished(sweep: str, out: Path, *, code_commit: str | None = None) ->
             shutil.rmtree(staging, ignore_errors=True)
         written.append(target)
     return Exported(written, already, unfinished, notes, manifest)
+
+
+def _refuse_other_runs_of_the_same_trials(trials: list[Any], out: Path) -> None:
+    """An export is never rewritten, so a finished trial whose export holds *another* run of it (the sweep was
+    started over with --overwrite, or the directory is a leftover without its summary) is refused up front,
+    naming both, instead of being kept as "already there" beside the new run's manifest."""
+    problems = []
+    for trial in trials:
+        target = out / trial.name
+        if trial.status != "finished" or not target.exists():
+            continue
+        if not (target / SUMMARY_FILE).is_file():
+            problems.append(f"{target} exists but holds no finished export (no {SUMMARY_FILE})")
+            continue
+        kept = read_evaluation_lines((target / EVALUATIONS_FILE).read_text()) if (
+            target / EVALUATIONS_FILE).is_file() else []
+        if [_scores(r) for r in kept] != [_scores(r) for r in trial.records]:
+            problems.append(f"{target} holds another run of {trial.name} (its evaluations differ from the sweep's)")
+    if problems:
+        raise ConfigError("cannot export: " + "; ".join(problems),
+                          "move those directories away (exports are never overwritten), then export again")
+
+
+def _scores(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies one evaluation of one run: its step and scores (not its timing)."""
+    return tuple(record.get(k) for k in ("step", "score", "score_local", "return_mean"))
 
 
 def _export_manifest(fs: Any, root: str, out: Path) -> Path | None:

@@ -31,6 +31,7 @@ from romi.layout import (
     STATUSES,
     SUMMARY_FILE,
     TrialStatus,
+    evaluation_lines_cut,
     read_evaluation_lines,
 )
 from romi.storage import filesystem, is_remote
@@ -147,10 +148,14 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
             config = json.loads(_read_text(fs, marker) or "{}")
             if "task" not in config or "method" not in config:
                 continue
-            records = read_evaluation_lines(_read_text(fs, f"{directory}/{EVALUATIONS_FILE}"))
+            text = _read_text(fs, f"{directory}/{EVALUATIONS_FILE}")
+            records = read_evaluation_lines(text)
             errored = False
             sweep = "train"
-            if _read_text(fs, f"{directory}/{SUMMARY_FILE}") is not None and records:
+            # Finished: its summary was written (last) and every evaluation line is whole; a file cut mid-line
+            # makes it `stopped` at its last whole evaluation, never `finished` there.
+            if _read_text(fs, f"{directory}/{SUMMARY_FILE}") is not None and records and not evaluation_lines_cut(
+                    text):
                 records[-1]["done_fraction"] = 1.0
         done = bool(records) and float(records[-1].get("done_fraction", 0.0)) >= 1.0
         status = "failed" if errored and not done else "finished" if done else "stopped" if records else "not started"
