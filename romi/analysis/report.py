@@ -114,7 +114,7 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
             of_task = of_sweep[of_sweep["task"] == task]
             # The data the trials trained on (a recipe other than the default names its own dataset).
             ids = of_task["dataset_id"].dropna()
-            dataset_id = str(ids.mode().iloc[0]) if len(ids) else resolve_dataset_id(get_task(task))
+            dataset_id = str(ids.mode().iloc[0]) if len(ids) else None
             seeds = sorted(set(of_task["seed"]))
             seed = seeds[0]  # the first seed the sweep ran
             # Figure 3 for every seed with a finished trial (the first seed's keeps the plain file name)
@@ -131,7 +131,7 @@ def make_report(*sweeps: str, out: Path, last_k: int = 1, figures: bool = True, 
                                                   dataset_id=dataset_id)
                 report.files += write_where_policies_go(sweep_dir, task, finished, out / f"policy_ends_{suffix}")
                 report.files += plots.model_accuracy_by_horizon(
-                    artifacts, dataset_id, seeds, out / f"model_accuracy_{suffix}"
+                    artifacts, dataset_id or resolve_dataset_id(get_task(task)), seeds, out / f"model_accuracy_{suffix}"
                 )
                 log(f"measuring what the model buffers hold for {task}, every seed's models")
                 report.files += write_buffer_content(artifacts, task, seeds, out / f"imagined_{suffix}",
