@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,7 +12,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from romi.errors import PreflightError
+from romi.errors import PreflightError, RomiError
+
+
+class DiskFullError(RomiError):
+    """A write ran out of space (or would: `check_free_space`); what it left is removed."""
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+    probe = Path(path).expanduser()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def check_free_space(path: str | os.PathLike[str], needed: int, what: str) -> None:
+    """Refuse, before the work that leads to it, a write of about `needed` bytes that the disk of `path`
+    cannot take."""
+    free = free_bytes(path)
+    if needed > free:
+        raise DiskFullError(f"{what} needs about {_size(needed)} at {path}, and its disk has {_size(free)} free",
+                            "free space there, or point it at a disk with room")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -23,9 +53,22 @@ def _atomic(path: Path, write: Any) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if _no_space(err):
+            raise DiskFullError(f"no space left on the disk of {path} while writing it (the partial file is removed; "
+                                f"{_size(free_bytes(path.parent))} free now)",
+                                "free space there, or point the output at a disk with room, then rerun") from None
         raise
+
+
+def _no_space(err: BaseException) -> bool:
+    """ENOSPC (or EDQUOT), raised as an OSError or wrapped in another error's message (torch's RuntimeError
+    from its zip writer, h5py's)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -17,11 +17,13 @@ from typing import Any
 from romi.artifacts import ArtifactStore
 from romi.config import RunConfig, check_device_available, saved_config
 from romi.errors import ConfigError
-from romi.io import atomic_write_json, atomic_write_text, check_writable_dir
+from romi.io import atomic_write_json, atomic_write_text, check_free_space, check_writable_dir
 from romi.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
 from romi.locks import exclusive
 from romi.pipeline import EvalRecord, Log, Run, read_state
 from romi.progress import Reporter
+from romi.space import CHECKPOINTS_KEPT, learner_bytes, run_bytes
+from romi.tasks import get_task
 
 
 def default_run_dir(root: Path, config: RunConfig) -> Path:
@@ -33,6 +35,14 @@ def check_run_inputs(config: RunConfig, out_dir: Path, artifacts_dir: Path) -> N
     check_writable_dir(out_dir, "--out")
     check_writable_dir(artifacts_dir, "--artifacts")
     check_device_available(config.device)
+
+
+def check_run_space(config: RunConfig, out_dir: Path, artifacts_dir: Path) -> None:
+    """Refuse, before any model trains, a run whose checkpoints (and models) its disks cannot take."""
+    task = get_task(config.task)
+    check_free_space(out_dir, CHECKPOINTS_KEPT * learner_bytes(config, task), f"run {out_dir}'s checkpoints")
+    if config.method_spec.direction is not None:
+        check_free_space(artifacts_dir, run_bytes(config, task), "its dynamics model and rollout policy")
 
 
 def train_run(
@@ -52,6 +62,7 @@ def train_run(
     """
     config = config.resolved()
     check_run_inputs(config, out_dir, artifacts_dir)
+    check_run_space(config, out_dir, artifacts_dir)
     # One writer per run directory: a second `romi train --out` the same directory is refused while the
     # first runs (else config.json could come from one run and the evaluations from the other).
     with exclusive(out_dir, f"run directory {out_dir}"):

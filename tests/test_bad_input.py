@@ -498,3 +498,61 @@ def test_a_model_buffer_that_cannot_fit_in_memory_is_refused_before_any_model_tr
                    "20,000,000,000 transitions needs about", "GB available", "lower imagination.buffer_size",
                    roots=(scratch,))
     assert "dynamics" not in text, "refused before the dynamics model trains"
+
+
+# --- a full disk -----------------------------------------------------------------------------------
+
+
+def _disk_with(free: int):
+    """A `shutil.disk_usage` whose every disk has `free` bytes left."""
+    real = shutil.disk_usage
+
+    def usage(path):
+        total, used, _ = real(path)
+        return type(real(path))(total, used, free)
+
+    return usage
+
+
+@pytest.mark.parametrize("args", [
+    ["data", "make", "maze2d-umaze-sparse", "--steps", "100000", "--overwrite"],
+    ["train", "--task", "maze2d-umaze-sparse", "--method", "ROMI-BCQ", "--profile", "quick"],
+    ["sweep", QUICK, "--storage", "runs/sweeps"],
+])
+def test_a_disk_too_small_for_what_a_command_writes_is_refused_up_front(
+        umaze_dataset: str, scratch: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(1_000_000))  # 1 MB left everywhere
+    text = refused(args, "needs about", "MB free", "free space there", roots=(scratch, datasets_root()))
+    assert "Traceback" not in text
+
+
+def test_a_write_that_runs_out_of_space_is_one_romi_error_and_leaves_nothing(
+        umaze_dataset: str, scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import minari
+    import torch
+
+    def full_disk_save(obj, handle, *args, **kwargs):
+        handle.write(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed (No space left on device)")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    run = scratch / "run"
+    refused(["train", "--task", umaze_dataset, "--method", "BCQ", *TINY, "--out", str(run), "--artifacts",
+             str(scratch / "a")], "no space left on the disk of", "run.pt", roots=())
+    assert not list(run.glob(".*.tmp")), "the partial checkpoint is removed"
+    monkeypatch.undo()
+
+    def full_disk_create(**kwargs):
+        part = Path(datasets_root()) / kwargs["dataset_id"] / "data"
+        part.mkdir(parents=True)
+        (part / "main_data.hdf5").write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", full_disk_create)
+    before = snapshot(datasets_root().parent)
+    refused(["data", "make", "maze2d-umaze-sparse", "--steps", "300", "--recipe", "minari",
+             "--ref-episodes", "1"], "no space left while writing dataset", "partial copy is removed", roots=())
+    assert snapshot(datasets_root().parent) == before, "no staging directory is left"

@@ -124,6 +124,14 @@ def before_ray(spec: SweepSpec, storage: str, *, address: str | None, num_cpus: 
         check_writable_dir(Path(storage.removeprefix("file://")).expanduser(), "--storage")
     experiment = experiment_path(storage, spec.name)
     check_existing(spec, experiment, resume=resume, overwrite=overwrite)
+    if not is_remote(storage):  # its checkpoints, models and rollout policies, every trial at once
+        from romi.io import check_free_space
+        from romi.space import run_bytes
+        from romi.tasks import get_task
+
+        need = sum(run_bytes(config, get_task(config.task)) for config in spec.trial_configs())
+        check_free_space(Path(storage.removeprefix("file://")).expanduser(), need,
+                         f"sweep {spec.name} ({len(spec.trial_configs())} trials)")
     check_address(address)
     check_dataset_integrity(spec, log)
     return experiment

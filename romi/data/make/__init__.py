@@ -11,12 +11,15 @@ from romi.data.minari_io import (
     check_recipe_current,
     dataset_dir,
     dataset_size_bytes,
+    datasets_root,
     load_transitions,
     read_metadata,
 )
 from romi.data.minari_write import write_dataset
 from romi.errors import DatasetExistsError, RomiError
+from romi.io import check_free_space
 from romi.locks import exclusive
+from romi.space import dataset_bytes
 from romi.tasks import TaskSpec, get_task
 
 Progress = Callable[[int], None]
@@ -91,6 +94,9 @@ def _make_locked(task: TaskSpec, dataset_id: str, recipe: str | None, *, steps: 
         # Decide before spending minutes of simulation: the same dataset is reused, a different one refused.
         return _already_made(task, dataset_id, steps=steps, seed=seed, recipe_options=recipe_options,
                              log=log or (lambda _: None))
+    from romi.data.make.locomotion import data_steps
+
+    check_free_space(datasets_root(), dataset_bytes(task, data_steps(task, steps)), f"dataset {dataset_id}")
     started = time.perf_counter()
     if task.recipe == "maze":
         recipe_options["maze_recipe"] = recipe or task.default_data_recipe
