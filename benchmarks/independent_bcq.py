@@ -87,9 +87,8 @@ class RomiBCQ(Learner):
         from romi.rng import generator
 
         config = BCQConfig()
+        config = config.model_copy(update={"vae": config.vae.model_copy(update={"output": vae_decoder})})
         self.agent = BCQ(data["observations"].shape[1], data["actions"].shape[1], 1.0, config, seed=seed)
-        if vae_decoder == "linear":
-            _linear_decoder(self.agent.vae)
         self.columns = [torch.as_tensor(data[k]).float() for k in
                         ("observations", "actions", "rewards", "next_observations", "terminals")]
         self.generator = generator(seed, "sampler", "cpu")
@@ -107,20 +106,6 @@ class RomiBCQ(Learner):
 
     def q1(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.agent.critic(observations, actions, members=1)[0]
-
-
-def _linear_decoder(vae: Any) -> None:
-    """Make a romi CVAE decode as d3rlpy 2.8.1's BCQ does: the decoder's last layer without tanh (d3rlpy's
-    `VAEDecoder.forward` returns `fc(h)` when `with_squash=True`, the default BCQ calls it with, and
-    `tanh(fc(h))` only when it is False), so decoded actions may leave [-1, 1] until the actor clamps them."""
-    def decode(states: torch.Tensor, z: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        if z is None:
-            z = torch.randn(states.shape[0], vae.latent_dim, dtype=states.dtype,
-                            generator=generator).clamp(-vae.latent_clip, vae.latent_clip)
-        return vae.decoder(torch.cat([states, z], dim=-1))
-
-    vae.decode = decode
 
 
 class D3rlpyBCQ(Learner):

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from romi.errors import ConfigError
+from romi.errors import ConfigError, RomiError
 from romi.tasks import get_task
 from romi.types import Direction, RolloutKind
 
@@ -89,6 +89,11 @@ class CVAEConfig(FrozenModel):
     latent_clip: float = Field(0.5, gt=0)
     log_std_min: float = -4.0
     log_std_max: float = 15.0
+    output: Literal["tanh", "linear"] = "tanh"
+    """The decoder's last layer: `max_action * tanh` (the authors' BCQ and ROMI's CVAE), or linear, as
+    d3rlpy 2.8.1's BCQ decodes (its `VAEDecoder` skips the tanh under the default `with_squash=True`);
+    decoded actions may then leave the box until the BCQ actor clamps them. Not the paper's: a run with
+    it is labelled (`BCQ (linear VAE)`)."""
 
 
 class RolloutPolicyConfig(FrozenModel):
@@ -278,6 +283,8 @@ class RunConfig(FrozenModel):
             )
         if self.precision != "fp32":
             found[self.precision] = f"precision={self.precision} (paper: fp32)"
+        if self.bcq.vae.output != "tanh":
+            found[f"{self.bcq.vae.output} VAE"] = f"bcq.vae.output={self.bcq.vae.output} (paper: tanh)"
         default_recipe = get_task(self.task).default_data_recipe
         if self.data_recipe is not None and self.data_recipe != default_recipe:
             found[f"{self.data_recipe} data"] = (f"data_recipe={self.data_recipe} (paper: D4RL's data; "
@@ -454,6 +461,15 @@ def load_run_config(text: str) -> RunConfig:
     """Inverse of `RunConfig.to_json` (used when resuming from a checkpoint directory), for configs saved by
     any romi version (`saved_config`)."""
     return RunConfig.model_validate(saved_config(json.loads(text)))
+
+
+def same_config(saved: dict[str, Any], config: RunConfig) -> bool:
+    """Whether a saved config.json (any romi version's) is `config`: compared as this version reads it, so a
+    field added since (with its default, what the saved run used) is no difference."""
+    try:
+        return RunConfig.model_validate(saved_config(saved)).model_dump() == config.model_dump()
+    except (ValidationError, RomiError):
+        return False
 
 
 def saved_config(data: dict[str, Any]) -> dict[str, Any]:

@@ -282,13 +282,15 @@ class CVAE(nn.Module):
     """q(z | c, a) and p(a | c, z) with c the conditioning state (s' reverse, s forward / BCQ).
 
     Encoder [c, a] -> hidden -> hidden -> (mean, log_std); decoder [c, z] -> hidden -> hidden ->
-    max_action * tanh. log_std is clamped to [log_std_min, log_std_max]; sampling clips z to
-    [-latent_clip, latent_clip], which keeps decoded actions near the data.
+    max_action * tanh (or linear: `CVAEConfig.output`). log_std is clamped to [log_std_min, log_std_max];
+    sampling clips z to [-latent_clip, latent_clip], which keeps decoded actions near the data.
     """
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, *, hidden_dim: int,
-                 latent_dim: int | None, latent_clip: float, log_std_min: float, log_std_max: float) -> None:
+                 latent_dim: int | None, latent_clip: float, log_std_min: float, log_std_max: float,
+                 output: str = "tanh") -> None:
         super().__init__()
+        self.squash = output == "tanh"
         self.latent_dim = latent_dim or 2 * action_dim
         self.max_action = max_action
         self.latent_clip = latent_clip
@@ -308,7 +310,8 @@ class CVAE(nn.Module):
     @classmethod
     def from_config(cls, state_dim: int, action_dim: int, max_action: float, config: CVAEConfig) -> CVAE:
         return cls(state_dim, action_dim, max_action, hidden_dim=config.hidden_dim, latent_dim=config.latent_dim,
-                   latent_clip=config.latent_clip, log_std_min=config.log_std_min, log_std_max=config.log_std_max)
+                   latent_clip=config.latent_clip, log_std_min=config.log_std_min, log_std_max=config.log_std_max,
+                   output=config.output)
 
     def encode(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(torch.cat([states, actions], dim=-1))
@@ -322,7 +325,8 @@ class CVAE(nn.Module):
             z = torch.randn(
                 states.shape[0], self.latent_dim, device=states.device, dtype=states.dtype, generator=generator
             ).clamp(-self.latent_clip, self.latent_clip)
-        return self.max_action * torch.tanh(self.decoder(torch.cat([states, z], dim=-1)))
+        out = self.decoder(torch.cat([states, z], dim=-1))
+        return self.max_action * torch.tanh(out) if self.squash else out
 
     def forward(
         self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None

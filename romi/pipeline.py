@@ -26,7 +26,7 @@ import torch
 
 from romi.agents import learner_config, make_agent
 from romi.artifacts import ArtifactStore
-from romi.config import RunConfig, saved_config
+from romi.config import RunConfig, same_config
 from romi.data.minari_io import load_dataset
 from romi.data.transitions import Transitions
 from romi.divergence import ValueBound, diverged_at
@@ -227,7 +227,7 @@ class Run:
                 "wall_time": self._wall_offset + time.perf_counter() - self._started_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if saved_config(json.loads(state["config"])) != json.loads(self.config.to_json()):
+        if not same_config(json.loads(state["config"]), self.config):
             raise ValueError("checkpoint was written by a run with a different config")
         self.history = list(state["history"])
         self.agent.load_state_dict(state["agent"])
@@ -265,7 +265,7 @@ def read_state(directory: Path, config: RunConfig, start_over: str) -> dict[str,
                               start_over) from None
     if not isinstance(state, dict) or not {"config", "step", "history", "agent", "sampler"} <= set(state):
         raise CheckpointError(f"checkpoint {path} is not a romi run checkpoint", start_over)
-    if saved_config(json.loads(state["config"])) != json.loads(config.resolved().to_json()):
+    if not same_config(json.loads(state["config"]), config.resolved()):
         raise CheckpointError(f"checkpoint {path} was written by a run with a different config",
                               "choose another output directory, or " + start_over)
     return state

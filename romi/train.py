@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from romi.artifacts import ArtifactStore
-from romi.config import RunConfig, check_device_available, saved_config
+from romi.config import RunConfig, check_device_available, same_config
 from romi.errors import ConfigError
 from romi.io import atomic_write_json, atomic_write_text, check_free_space, check_writable_dir
 from romi.layout import CONFIG_FILE, STATE_FILE, SUMMARY_FILE
@@ -72,7 +72,7 @@ def train_run(
 def _train_run_locked(config: RunConfig, out_dir: Path, artifacts_dir: Path, *, log: Log,
                       on_eval: Callable[[EvalRecord, Run], None] | None, reporter: Reporter | None) -> dict[str, Any]:
     config_path, summary_path = out_dir / CONFIG_FILE, out_dir / SUMMARY_FILE
-    if config_path.exists() and saved_config(json.loads(config_path.read_text())) != json.loads(config.to_json()):
+    if config_path.exists() and not same_config(json.loads(config_path.read_text()), config):
         raise ConfigError(
             f"{out_dir} holds a run with a different config",
             "choose another --out directory, or delete that one to start over",

@@ -250,3 +250,28 @@ def test_a_maze_dataset_from_the_old_recipe_is_refused(tmp_path: Path, monkeypat
     assert path.read_text() == before
     shown = CliRunner().invoke(app, ["data", "info", "maze2d-umaze-dense"], env={"COLUMNS": "300"})
     assert shown.exit_code == 0 and "outdated" in shown.output and "D4RL's 68.54 / 193.66" in shown.output
+
+
+def test_bcq_behaviour_vae_decodes_through_tanh_as_the_authors_and_linear_only_when_asked() -> None:
+    """The authors' BCQ decodes `max_action * tanh(d3(a))`; d3rlpy 2.8.1's BCQ returns the decoder's linear
+    output (its `VAEDecoder` squashes only when `with_squash=False`, and BCQ calls it with the default True).
+    That one difference is what separates d3rlpy's non-diverging BCQ from the authors' and romi's on the
+    maze data (analysis/results/baselines/): romi keeps the authors', and offers d3rlpy's as a labelled option."""
+    import torch
+
+    from romi.config import build_run_config
+    from romi.nets import CVAE
+
+    states = torch.randn(64, 4)
+    for output, inside in (("tanh", True), ("linear", False)):
+        torch.manual_seed(0)
+        vae = CVAE(4, 2, 1.0, hidden_dim=16, latent_dim=None, latent_clip=0.5, log_std_min=-4.0, log_std_max=15.0,
+                   output=output)
+        with torch.no_grad():
+            vae.decoder[-1].weight.mul_(100.0)  # a decoder pushed hard towards the box's edges
+            actions = vae.decode(states)
+        assert bool((actions.abs() < 1.0).all()) is inside
+    paper = build_run_config("maze2d-umaze-sparse", "BCQ", 0, "paper")
+    assert paper.bcq.vae.output == "tanh" and paper.method_label == "BCQ"
+    linear = build_run_config("maze2d-umaze-sparse", "BCQ", 0, "paper", {"bcq": {"vae": {"output": "linear"}}})
+    assert linear.method_label == "BCQ (linear VAE)"
