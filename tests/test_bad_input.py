@@ -556,3 +556,19 @@ def test_a_write_that_runs_out_of_space_is_one_romi_error_and_leaves_nothing(
     refused(["data", "make", "maze2d-umaze-sparse", "--steps", "300", "--recipe", "minari",
              "--ref-episodes", "1"], "no space left while writing dataset", "partial copy is removed", roots=())
     assert snapshot(datasets_root().parent) == before, "no staging directory is left"
+
+
+def test_a_sweep_trial_that_failed_for_lack_of_space_gets_one_line_with_the_fix() -> None:
+    from types import SimpleNamespace
+
+    from romi.tune.sweep import trial_statuses
+
+    spec = load_sweep(QUICK)
+    config = spec.trial_configs()[0]
+    error = RuntimeError("ray::romi_trainable() ... romi.io.DiskFullError: no space left on the disk of "
+                         "/s/quick/.../run.pt while writing it")
+    grid = [SimpleNamespace(config=config.model_dump() | {"overrides": {}}, error=error, metrics={"step": 2500})]
+    rows = {(r.method, r.seed): r for r in trial_statuses(spec, grid)}
+    failed = rows[(config.method, config.seed)]
+    assert failed.status == "failed" and "free space there" in failed.reason and "--resume" in failed.reason
+    assert all(not r.reason for key, r in rows.items() if key != (config.method, config.seed))

@@ -85,6 +85,10 @@ def sweep(
         table.add_row(row.task, row.method, str(row.seed), "-" if row.step is None else f"{row.step:,}",
                       "-" if row.score is None else f"{row.score:.2f}", f"[{colour[row.status]}]{row.status}[/]")
     console.print(table)
+    for row in rows:
+        if row.reason:
+            err_console.print(f"[red]{row.task} {row.method} seed {row.seed} failed[/]: {escape(row.reason)}",
+                              soft_wrap=True)
     errors = sum(row.status == "failed" for row in rows)
     unfinished = sum(row.status in ("stopped", "not started") for row in rows)
     if errors:

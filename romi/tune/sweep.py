@@ -196,6 +196,18 @@ class TrialOutcome:
     step: int | None
     score: float | None
     status: TrialStatus
+    reason: str = ""
+    """For a failed trial whose cause romi knows how to fix (a full disk), one line: what and the fix."""
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """One line for a trial error romi knows the fix of, else "" (its traceback, printed above, says more).
+    Tune wraps the trial's exception, so the cause is read from the text it carries."""
+    text = str(error or "")
+    if "no space left" in text.lower() or "disk quota exceeded" in text.lower():
+        return ("no space left on the disk of its storage or artifacts: free space there (or give --storage a disk "
+                "with room), then rerun with --resume; it continues from its last checkpoint")
+    return ""
 
 
 def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialOutcome]:
@@ -207,11 +219,12 @@ def trial_statuses(spec: SweepSpec, grid: Iterable[Any]) -> list[TrialOutcome]:
         result = results.get(trial_name(config.model_dump()))
         metrics = (result.metrics or {}) if result is not None else {}
         step = metrics.get("step")
+        reason = ""
         if result is not None and result.error is not None:
-            status = "failed"
+            status, reason = "failed", failure_reason(result.error)
         elif step is not None and step >= (config.gradient_steps or 0):
             status = "finished"
         else:
             status = "stopped" if step is not None else "not started"
-        rows.append(TrialOutcome(config.task, config.method, config.seed, step, metrics.get("score"), status))
+        rows.append(TrialOutcome(config.task, config.method, config.seed, step, metrics.get("score"), status, reason))
     return rows
