@@ -51,11 +51,11 @@ PROBE_STATES = 2000
 
 
 # ---- the data --------------------------------------------------------------------------------
-def export(task_name: str, out: Path) -> None:
+def export(task_name: str, out: Path, recipe: str | None = None) -> None:
     from romi.data.minari_io import load_dataset
     from romi.tasks import get_task
 
-    dataset = load_dataset(get_task(task_name))
+    dataset = load_dataset(get_task(task_name), recipe=recipe)
     t = dataset.transitions
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, observations=t.observations, actions=t.actions, rewards=t.rewards,
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("export")
     p.add_argument("--task", required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--recipe", help="the local data recipe (maze2d: d4rl, the default, or minari)")
     p = sub.add_parser("run")
     p.add_argument("--impl", choices=("romi", "d3rlpy", "fujimoto"), required=True)
     p.add_argument("--data", type=Path, required=True)
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "export":
-        export(args.task, args.out)
+        export(args.task, args.out, args.recipe)
     elif args.command == "run":
         run(args.impl, args.data, args.seed, args.steps, args.every, args.log, args.fujimoto_bcq, args.episodes,
             args.vae_decoder)

@@ -7,6 +7,14 @@ Three parts train on every (mixed) batch, in this order:
   3. a perturbation actor xi(s, a) in [-phi, phi] * max_action that nudges VAE actions uphill on Q1.
 Then soft target updates of the critics and the actor. Acting: 100 VAE candidates, perturbed, the one
 with the highest Q1.
+
+Fidelity (issue 31, `analysis/results/baselines/`): this is the authors' BCQ (`sfujim/BCQ`,
+`continuous_BCQ/BCQ.py`) line by line, and run on the same transitions, seed 0, one thread, the authors'
+own code gives the same curves (critic loss 0.10 / 0.34 / 1.39 at 10k / 15k / 30k steps against romi's
+0.10 / 0.31 / 0.87; both critics run past the value bound on the Minari-recipe umaze data). d3rlpy 2.8.1's
+BCQ, whose critic does not run away there, differs from both in one place: its VAE decoder's output is
+linear (its `VAEDecoder` applies tanh only when called with `with_squash=False`, and its BCQ never does).
+romi keeps the authors' tanh; `bcq.vae.output=linear` reproduces d3rlpy's, labelled as off the paper's.
 """
 
 from __future__ import annotations
