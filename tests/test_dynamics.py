@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from romi.config import DynamicsConfig
 from romi.data.transitions import Transitions
+from romi.errors import DatasetTooSmallError
 from romi.models.dynamics import DynamicsModel, gaussian_nll_per_member, make_training_pairs
 from romi.models.ensemble import GaussianEnsemble, soft_bound_logvar
 from romi.nets import EnsembleLinear
@@ -318,7 +319,7 @@ def test_step_is_reproducible_with_a_generator(reverse_model: DynamicsModel) -> 
 
 def test_fit_rejects_too_little_data() -> None:
     t, _ = linear_system(1)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(DatasetTooSmallError, match="at least 2"):
         DynamicsModel(3, 2, TINY, "reverse").fit(t, seed=0)
 
 

@@ -96,7 +96,9 @@ def _make_locked(task: TaskSpec, dataset_id: str, recipe: str | None, *, steps: 
                              log=log or (lambda _: None))
     from romi.data.make.locomotion import data_steps
 
-    check_free_space(datasets_root(), dataset_bytes(task, data_steps(task, steps)), f"dataset {dataset_id}")
+    # medium-replay's size is the SAC run's (its replay buffer up to the medium checkpoint): at most its budget.
+    expected = data_steps(task, steps) or int(recipe_options.get("budget") or 1_000_000)
+    check_free_space(datasets_root(), dataset_bytes(task, expected), f"dataset {dataset_id}")
     started = time.perf_counter()
     if task.recipe == "maze":
         recipe_options["maze_recipe"] = recipe or task.default_data_recipe
