@@ -33,9 +33,10 @@ MANIFEST_FILE = "romi_sweep.json"
 """Every trial a sweep asks for, written by `romi sweep` before the first one starts: a report on an
 interrupted sweep lists the trials that never started, which Tune's own files do not."""
 
-TrialStatus = Literal["finished", "stopped", "failed", "not started"]
-"""Where a trial stands, in the same words in `romi sweep`'s table and `romi report`: `stopped` has
-evaluations but is not done (interrupted, or still running)."""
+TrialStatus = Literal["finished", "running", "stopped", "failed", "not started"]
+"""Where a trial stands, in the same words in `romi sweep`'s table and `romi report`: `running` has
+evaluations and its sweep's driver is alive on this machine (`romi.locks`); `stopped` has evaluations but
+is not done and no live driver holds its sweep (interrupted, or run elsewhere)."""
 STATUSES: tuple[TrialStatus, ...] = get_args(TrialStatus)
 
 

@@ -72,3 +72,18 @@ def _describe(text: str) -> str:
         return f"pid {info['pid']} on {info['host']} since {since}: {info.get('command', '?')}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def held(target: Path) -> bool:
+    """Whether a live process holds the lock on `target` right now (e.g. a sweep's driver: `romi report`
+    then calls its unfinished trials running, not stopped)."""
+    lock_file = lock_file_for(target)
+    if not lock_file.is_file():
+        return False
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

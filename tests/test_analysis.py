@@ -512,3 +512,16 @@ def test_an_exported_trial_whose_evaluations_are_cut_mid_line_is_not_finished(sw
     trials = summarize_trials(load_results(str(out))).set_index(["method", "seed"])
     assert trials.loc[("BCQ", 0), "status"] == "stopped" and trials.loc[("BCQ", 0), "steps"] == 200
     assert trials.loc[("BCQ", 1), "status"] == "finished"
+
+
+def test_a_trial_of_a_sweep_whose_driver_is_alive_is_running_not_stopped(sweep: Path) -> None:
+    from romi.locks import exclusive
+
+    _trial(sweep, "ROMI-BCQ", 5, [100], 125.0)  # one evaluation of three so far
+    def status() -> str:
+        return summarize_trials(load_results(str(sweep))).set_index(["method", "seed"]).loc[("ROMI-BCQ", 5), "status"]
+
+    assert status() == "stopped"
+    with exclusive(sweep, f"sweep {sweep}"):  # as `romi sweep` holds it while it runs
+        assert status() == "running"
+    assert status() == "stopped", "a driver that ended leaves its unfinished trials stopped"

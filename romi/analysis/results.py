@@ -159,9 +159,21 @@ def _find_trials(fs: Any, root: str) -> Iterable[_Trial]:
                 records[-1]["done_fraction"] = 1.0
         done = bool(records) and float(records[-1].get("done_fraction", 0.0)) >= 1.0
         status = "failed" if errored and not done else "finished" if done else "stopped" if records else "not started"
+        if status == "stopped" and marker.endswith("params.json") and _driver_alive(fs, directory.rsplit("/", 1)[0]):
+            status = "running"
         identity = {"task": config["task"], "method": config["method"], "seed": int(config.get("seed", 0)),
                     "profile": config.get("profile", "paper")}
         yield _Trial(sweep, directory.rsplit("/", 1)[-1], identity, records, status, config, directory)
+
+
+def _driver_alive(fs: Any, experiment: str) -> bool:
+    """Whether a `romi sweep` driver on this machine is running the sweep at `experiment` (it holds the
+    sweep's lock, `romi.locks`): only a local sweep can tell."""
+    import pyarrow.fs
+
+    from romi.locks import held
+
+    return isinstance(fs, pyarrow.fs.LocalFileSystem) and held(Path(experiment))
 
 
 def _manifest_trials(fs: Any, root: str) -> Iterable[_Trial]:

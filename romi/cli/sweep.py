@@ -80,7 +80,7 @@ def sweep(
     for column in ("task", "method", "seed", "steps", "score", "status"):
         table.add_column(column)
     rows = trial_statuses(spec, grid)
-    colour = {"finished": "green", "failed": "red", "stopped": "yellow", "not started": "yellow"}
+    colour = {"finished": "green", "failed": "red", "running": "cyan", "stopped": "yellow", "not started": "yellow"}
     for row in rows:
         table.add_row(row.task, row.method, str(row.seed), "-" if row.step is None else f"{row.step:,}",
                       "-" if row.score is None else f"{row.score:.2f}", f"[{colour[row.status]}]{row.status}[/]")
@@ -143,7 +143,7 @@ def report(
         err_console.print(f"[yellow]{len(built.missing)} trial(s) not finished:[/]")
         for _, row in built.missing.iterrows():
             status = row["status"]
-            if status in ("stopped", "failed") and row["evaluations"]:
+            if status in ("running", "stopped", "failed") and row["evaluations"]:
                 status += f" at step {int(row['steps']):,} ({int(row['evaluations'])} evaluations)"
             err_console.print(f"  {row['task']} {row['method']} seed {row['seed']}: {status}",
                               markup=False, highlight=False)

@@ -11,10 +11,12 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from romi.errors import PreflightError
 from romi.layout import MANIFEST_FILE, TrialStatus, trial_name
+from romi.locks import exclusive
 from romi.storage import absolute, filesystem
 from romi.tune import preflight
 from romi.tune.cluster_checks import check_cluster
@@ -166,6 +168,19 @@ def run_sweep(spec: SweepSpec, storage: str = DEFAULT_STORAGE, *, address: str |
         return []
     experiment = preflight.before_ray(spec, storage, address=address, num_cpus=num_cpus, resume=resume,
                                       overwrite=overwrite, log=log)
+    if plan_only:
+        return _run(spec, storage, experiment, address=address, num_cpus=num_cpus, resume=resume,
+                    overwrite=overwrite, max_concurrent=max_concurrent, plan_only=True, log=log)
+    # One driver per sweep: a second `romi sweep` of it on this machine is refused while the first runs, and
+    # `romi report` sees the lock held and calls the unfinished trials running, not stopped.
+    with exclusive(Path(experiment), f"sweep {experiment}"):
+        return _run(spec, storage, experiment, address=address, num_cpus=num_cpus, resume=resume,
+                    overwrite=overwrite, max_concurrent=max_concurrent, plan_only=False, log=log)
+
+
+def _run(spec: SweepSpec, storage: str, experiment: str, *, address: str | None, num_cpus: int | None,
+         resume: bool, overwrite: bool, max_concurrent: int | None, plan_only: bool,
+         log: Callable[[str], None]) -> Any:
     if plan_only and address is None:  # a local plan needs no Ray: the machine's own resources
         cluster = preflight.local_resources(num_cpus)
     else:
