@@ -129,9 +129,11 @@ def before_ray(spec: SweepSpec, storage: str, *, address: str | None, num_cpus: 
         from romi.space import run_bytes
         from romi.tasks import get_task
 
-        need = sum(run_bytes(config, get_task(config.task)) for config in spec.trial_configs())
+        configs = spec.trial_configs()
+        per_cell = {(c.task, c.method): run_bytes(c, get_task(c.task)) for c in configs}  # seeds weigh the same
+        need = sum(per_cell[(c.task, c.method)] for c in configs)
         check_free_space(Path(storage.removeprefix("file://")).expanduser(), need,
-                         f"sweep {spec.name} ({len(spec.trial_configs())} trials)")
+                         f"sweep {spec.name} ({len(configs)} trials)")
     check_address(address)
     check_dataset_integrity(spec, log)
     return experiment
