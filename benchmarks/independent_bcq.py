@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -325,7 +324,6 @@ def show(log_path: Path, metric: str) -> None:
             s in c for c in curves) else None for s in steps]
         print(f"{impl} range | " + " | ".join(f"{lo:.3g}-{hi:.3g}" if lo is not None else "" for lo, hi in
                                               (x or (None, None) for x in spread)))
-    _ = statistics  # spread above is min-max: with 3 seeds a std says little more
 
 
 def plot(log_path: Path, out: Path) -> None:

@@ -57,6 +57,19 @@ def _thousands(value: float, _position: int) -> str:
     return f"{value / 1e3:g}k" if abs(value) >= 1e3 else f"{value:g}"
 
 
+def _task_panels(count: int) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of `count` panels, at most 3 a row (the unused ones are switched off by `_save_panels`)."""
+    cols = min(3, count)
+    rows = int(np.ceil(count / cols))
+    return plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+
+
+def _save_panels(fig: plt.Figure, axes: np.ndarray, used: int, out: Path) -> list[Path]:
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    return _save(fig, out)
+
+
 def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     """One panel per task: headline score (see `romi.analysis.results.HEADLINE`) against gradient steps,
     mean and a ±std band over seeds, one line per method label."""
@@ -64,9 +77,7 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     tasks = sorted(data["task"].unique())
     if not tasks:
         return []
-    cols = min(3, len(tasks))
-    rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    fig, axes = _task_panels(len(tasks))
     for ax, task in zip(axes.flat, tasks, strict=False):
         of_task = data[data["task"] == task]
         for method, group in of_task.groupby("method_label"):
@@ -83,9 +94,7 @@ def learning_curves(results: pd.DataFrame, out: Path) -> list[Path]:
         ax.xaxis.set_major_formatter(_thousands)
         ax.set_ylabel(f"normalised score ({' + '.join(sorted(set(of_task['normalised_with'])))})")
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    return _save(fig, out)
+    return _save_panels(fig, axes, len(tasks), out)
 
 
 def q_curves(results: pd.DataFrame, out: Path) -> list[Path]:
@@ -103,9 +112,7 @@ def q_curves(results: pd.DataFrame, out: Path) -> list[Path]:
     if not tasks:
         return []
     flags = divergence(data).reset_index()
-    cols = min(3, len(tasks))
-    rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    fig, axes = _task_panels(len(tasks))
     for ax, task in zip(axes.flat, tasks, strict=False):
         of_task = data[data["task"] == task]
         for method, group in of_task.groupby("method_label"):
@@ -134,9 +141,7 @@ def q_curves(results: pd.DataFrame, out: Path) -> list[Path]:
         ax.xaxis.set_major_formatter(_thousands)
         ax.set_ylabel("mean Q(s, a) on batches")
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    return _save(fig, out)
+    return _save_panels(fig, axes, len(tasks), out)
 
 
 def ours_vs_paper(table: PaperTable, out: Path) -> list[Path]:
